@@ -1,0 +1,319 @@
+//! The clock-driven core shared by `serve` and `replay`.
+//!
+//! Deliveries go in through [`Engine::apply`], time goes in through
+//! [`Engine::tick`]; both read "now" from the [`Clock`] the engine was given.
+//! The engine keeps the current state of every alert identity, feeds
+//! transitions to correlation and incident events to the notification planner,
+//! and writes what changed to the store when it has one.
+
+mod clock;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+
+use crate::config::{ConfigErrors, PromDuration};
+use crate::correlate::{Correlator, IncidentEvent};
+use crate::domain::{AlertState, DeliveryContext, Fingerprint, Incident, Timestamp, Transition};
+use crate::ingest::Delivery;
+use crate::metrics::{ClusterLabel, Metrics, TransitionLabel};
+use crate::notify::{Notification, Planner};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// How often `serve` advances the engine's clock (resolve holds, notification
+    /// timers). `replay` jumps straight to each deadline instead.
+    pub tick_interval: PromDuration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            tick_interval: PromDuration::secs(1),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        if self.tick_interval.is_zero() {
+            errs.push(format!("{path}.tick_interval"), "must be greater than 0");
+        }
+    }
+}
+
+/// Counts of what one delivery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    pub alerts: usize,
+    pub new: usize,
+    pub refired: usize,
+    pub resolved: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub stale: usize,
+}
+
+impl ApplyOutcome {
+    fn count(&mut self, t: Transition) {
+        self.alerts += 1;
+        match t {
+            Transition::New | Transition::NewResolved => self.new += 1,
+            Transition::Refired => self.refired += 1,
+            Transition::Resolved => self.resolved += 1,
+            Transition::Updated => self.updated += 1,
+            Transition::Unchanged => self.unchanged += 1,
+            Transition::Stale => self.stale += 1,
+        }
+    }
+}
+
+fn transition_name(t: Transition) -> &'static str {
+    match t {
+        Transition::New => "new",
+        Transition::NewResolved => "new_resolved",
+        Transition::Refired => "refired",
+        Transition::Resolved => "resolved",
+        Transition::Updated => "updated",
+        Transition::Unchanged => "unchanged",
+        Transition::Stale => "stale",
+    }
+}
+
+/// Totals since the engine started (or since replay began).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub deliveries: u64,
+    pub observations: u64,
+    pub stale: u64,
+    pub flaps: u64,
+}
+
+/// The alert state, correlation and notification planning, driven by a clock.
+pub struct Engine {
+    clock: Arc<dyn Clock>,
+    alerts: HashMap<Fingerprint, AlertState>,
+    correlator: Correlator,
+    planner: Planner,
+    store: Option<Store>,
+    metrics: Option<Metrics>,
+    stats: EngineStats,
+    planned: Vec<Notification>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("alerts", &self.alerts.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(clock: Arc<dyn Clock>, correlator: Correlator, planner: Planner) -> Self {
+        Engine {
+            clock,
+            alerts: HashMap::new(),
+            correlator,
+            planner,
+            store: None,
+            metrics: None,
+            stats: EngineStats::default(),
+            planned: Vec::new(),
+        }
+    }
+
+    /// Persists every change to `store`.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Loads alert and incident state from the store. Call once, before the
+    /// first delivery; then re-apply the journal past [`Store::applied`].
+    pub fn restore(&mut self) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        for a in store.load_alerts()? {
+            if a.is_firing() {
+                if let Some(m) = &self.metrics {
+                    m.active_alerts
+                        .get_or_create(&ClusterLabel {
+                            cluster: a.cluster.to_string(),
+                        })
+                        .inc();
+                }
+            }
+            self.alerts.insert(a.id, a);
+        }
+        self.correlator.restore(store.load_incidents()?);
+        self.update_gauges();
+        Ok(self.alerts.len())
+    }
+
+    /// Applies one validated delivery at the clock's current time.
+    pub fn apply(&mut self, d: &Delivery) -> ApplyOutcome {
+        let now = self.clock.now();
+        let mut outcome = ApplyOutcome::default();
+        self.stats.deliveries += 1;
+        for da in &d.alerts {
+            let ctx = DeliveryContext {
+                cluster: &da.cluster,
+                source: &d.source,
+                external_url: &d.external_url,
+                received_at: d.received_at,
+            };
+            let id = da.observation.labels.fingerprint();
+            let obs = da.observation.clone();
+            let (was_firing, transition) = match self.alerts.get_mut(&id) {
+                Some(state) => (state.is_firing(), state.observe(obs, &ctx)),
+                None => {
+                    let (state, t) = AlertState::first(obs, &ctx);
+                    self.alerts.insert(id, state);
+                    (false, t)
+                }
+            };
+            outcome.count(transition);
+            self.stats.observations += 1;
+            let state = &self.alerts[&id];
+            if transition == Transition::Stale {
+                self.stats.stale += 1;
+            }
+            if transition == Transition::Refired {
+                self.stats.flaps += 1;
+            }
+            if let Some(m) = &self.metrics {
+                m.transitions
+                    .get_or_create(&TransitionLabel {
+                        transition: transition_name(transition).to_owned(),
+                    })
+                    .inc();
+                if was_firing != state.is_firing() {
+                    let g = m.active_alerts.get_or_create(&ClusterLabel {
+                        cluster: state.cluster.to_string(),
+                    });
+                    if state.is_firing() {
+                        g.inc();
+                    } else {
+                        g.dec();
+                    }
+                }
+            }
+            // Re-deliveries still bump counters; persist only real changes.
+            if transition.is_change() {
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.put_alert(state) {
+                        tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
+                    }
+                }
+                let events = self.correlator.observe(state, transition, now);
+                self.handle_events(events, now);
+            }
+        }
+        self.update_gauges();
+        outcome
+    }
+
+    /// Advances to the clock's current time: resolves incidents whose hold has
+    /// passed and runs notification timers.
+    pub fn tick(&mut self) {
+        let now = self.clock.now();
+        let events = self.correlator.tick(now);
+        self.handle_events(events, now);
+        let due = self.planner.tick(now);
+        self.planned.extend(due);
+        self.update_gauges();
+    }
+
+    /// The earliest time [`tick`](Self::tick) has work to do.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        match (
+            self.correlator.next_deadline(),
+            self.planner.next_deadline(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_events(&mut self, events: Vec<IncidentEvent>, now: Timestamp) {
+        for ev in events {
+            let Some(incident) = self.correlator.incident(ev.id()) else {
+                continue;
+            };
+            if let Some(store) = &self.store {
+                if let Err(e) = store.put_incident(incident) {
+                    tracing::error!(error = %e, incident = %incident.id, "Cannot persist incident");
+                }
+            }
+            let planned = self.planner.plan(&ev, incident, now);
+            self.planned.extend(planned);
+        }
+    }
+
+    fn update_gauges(&self) {
+        if let Some(m) = &self.metrics {
+            m.open_incidents.set(self.correlator.open_count() as i64);
+        }
+    }
+
+    /// Notifications planned since the last call.
+    pub fn take_planned(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.planned)
+    }
+
+    pub fn alert(&self, id: Fingerprint) -> Option<&AlertState> {
+        self.alerts.get(&id)
+    }
+
+    pub fn alerts(&self) -> impl Iterator<Item = &AlertState> {
+        self.alerts.values()
+    }
+
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len()
+    }
+
+    pub fn incidents(&self) -> Vec<&Incident> {
+        self.correlator.incidents()
+    }
+
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        self.correlator.incident(id)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Drops resolved alerts and incidents past retention from memory (the
+    /// store compacts itself separately).
+    pub fn forget_before(&mut self, cutoff: Timestamp) {
+        self.alerts.retain(|_, a| {
+            a.is_firing()
+                || a.ends_at.unwrap_or(a.last_received) >= cutoff
+                || a.last_received >= cutoff
+        });
+        self.correlator.forget_closed_before(cutoff);
+    }
+}

@@ -1,0 +1,215 @@
+//! The `stormcast` command: parse arguments, set up logging, delegate to `app`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stormcast::app;
+use stormcast::config::Overrides;
+
+#[derive(Parser)]
+#[command(
+    name = "stormcast",
+    version,
+    about = "Alert correlation and analysis behind every cluster's Alertmanager"
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `stormcast=debug,tower_http=info`.
+    #[arg(long, global = true, env = "STORMCAST_LOG", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service. With no --config it runs on the embedded default:
+    /// 127.0.0.1:9797, a sled store in ./data, and ./rules and ./models.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short, env = "STORMCAST_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, overriding server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store folder, overriding store.path.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rules folder, overriding rules_dir.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Models folder, overriding models_dir.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Accept unauthenticated webhooks on a non-loopback address.
+        #[arg(long)]
+        allow_unauthenticated: bool,
+    },
+    /// Run a recorded storm through the engine on a virtual clock and write the
+    /// incidents and notifications it produces.
+    Replay {
+        /// JSON lines: {"at": RFC3339, "payload": <webhook>, "source": name}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the result JSON (`-` for stdout).
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Folder of kube-state-metrics query results (`<metric>.json`).
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Keep the virtual clock running this long after the last delivery.
+        #[arg(long, default_value = "1h")]
+        drain: String,
+        /// Fail on the first rejected input line instead of counting it.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Validate a configuration file and everything it refers to, reporting
+    /// every error with its key path. Exits non-zero on any error.
+    CheckConfig {
+        /// Configuration file; without it the embedded default is checked.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+}
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, &cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            rules,
+            models,
+            allow_unauthenticated,
+        } => {
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                rules_dir: rules,
+                models_dir: models,
+                allow_unauthenticated,
+            };
+            let loaded = match app::load(config.as_deref(), &overrides) {
+                Ok(l) => l,
+                Err(errs) => {
+                    eprintln!("invalid configuration:\n{errs}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(app::serve(loaded))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            input,
+            output,
+            config,
+            rules,
+            topology,
+            drain,
+            strict,
+        } => {
+            let overrides = Overrides {
+                rules_dir: rules,
+                ..Default::default()
+            };
+            let _ = topology;
+            let loaded = match app::load(config.as_deref(), &overrides) {
+                Ok(l) => l,
+                Err(errs) => {
+                    eprintln!("invalid configuration:\n{errs}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let drain: stormcast::config::PromDuration =
+                drain.parse().map_err(|e| anyhow::anyhow!("--drain: {e}"))?;
+            let opts = app::ReplayOptions {
+                input,
+                drain: drain.as_chrono(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let (result, rejections) = app::replay(&loaded, &opts)?;
+            for r in &rejections {
+                eprintln!("{}:{}: {}", opts.input.display(), r.line, r.error);
+            }
+            if strict && !rejections.is_empty() {
+                anyhow::bail!("{} input lines rejected", rejections.len());
+            }
+            let json = serde_json::to_vec_pretty(&result)?;
+            if output.as_os_str() == "-" {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&json)?;
+                out.write_all(b"\n")?;
+            } else {
+                std::fs::write(&output, json)?;
+                eprintln!(
+                    "replayed {} deliveries ({} alerts) into {} incidents and {} notifications over {}s of virtual time",
+                    result.stats.deliveries,
+                    result.stats.alerts,
+                    result.stats.incidents,
+                    result.notifications.len(),
+                    result.stats.virtual_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig {
+            file,
+            rules,
+            models,
+        } => {
+            let overrides = Overrides {
+                rules_dir: rules,
+                models_dir: models,
+                ..Default::default()
+            };
+            match app::load(file.as_deref(), &overrides) {
+                Ok(_) => {
+                    println!("configuration is valid");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errs) => {
+                    eprintln!("{} error(s):\n{errs}", errs.len());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
