@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::config::{self, Config, Overrides, ValidateCtx};
 use crate::correlate::{CorrelateSettings, Correlator};
 use crate::domain::{Incident, Timestamp};
-use crate::engine::{Clock, Engine, ManualClock, SystemClock};
+use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Planner};
@@ -39,12 +39,17 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config
     })
 }
 
-fn build_engine(loaded: &Loaded, clock: Arc<dyn Clock>) -> Engine {
+fn build_engine(
+    loaded: &Loaded,
+    clock: Arc<dyn Clock>,
+    heartbeat_metrics: Option<HeartbeatMetrics>,
+) -> Engine {
     Engine::new(
         clock,
         Correlator::new(loaded.correlate.clone()),
         Planner::new(),
     )
+    .with_heartbeat(loaded.config.heartbeat.clone(), heartbeat_metrics)
 }
 
 /// Runs the service until SIGTERM or ctrl-c.
@@ -55,7 +60,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut engine = build_engine(&loaded, clock.clone())
+    let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
+    let mut engine = build_engine(&loaded, clock.clone(), Some(heartbeat_metrics))
         .with_store(store.clone())
         .with_metrics(metrics.clone());
 
@@ -300,7 +306,7 @@ pub fn replay(
         .map(|(_, l)| l.at)
         .unwrap_or_else(chrono::Utc::now);
     let clock = Arc::new(ManualClock::new(start));
-    let mut engine = build_engine(loaded, clock.clone());
+    let mut engine = build_engine(loaded, clock.clone(), None);
     let mut notifications = Vec::new();
     let bar = progress_bar(opts.progress, lines.len() as u64);
     let cfg = &loaded.config;
@@ -336,6 +342,9 @@ pub fn replay(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // The recording ends here; heartbeats missing after it say nothing about
+    // the clusters, so the drain must not page for them.
+    engine.suspend_heartbeat();
     let end = clock.now() + opts.drain;
     advance(&mut engine, &clock, end, &mut notifications);
     clock.set(end);
