@@ -405,3 +405,54 @@ fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
+
+fn store_at(data_dir: &Path) -> crate::store::StoreConfig {
+    crate::store::StoreConfig {
+        path: data_dir.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+/// `stormcast backup`: writes the store at `data_dir` to `output` (`-` is stdout).
+pub fn backup(
+    data_dir: &Path,
+    output: &Path,
+) -> anyhow::Result<crate::store::backup::BackupSummary> {
+    use crate::store::backup;
+    if !data_dir.exists() {
+        anyhow::bail!("no store at {}", data_dir.display());
+    }
+    let cfg = store_at(data_dir);
+    if output.as_os_str() == "-" {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        return Ok(backup::backup(&cfg, &mut out)?);
+    }
+    // Write next to the target and rename, so a failed backup never leaves a
+    // file that looks complete.
+    let tmp = output.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let summary = backup::backup(&cfg, &mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    Ok(summary)
+}
+
+/// `stormcast restore`: reads a backup (`-` is stdin) into the store at `data_dir`.
+pub fn restore(
+    input: &Path,
+    data_dir: &Path,
+    force: bool,
+) -> anyhow::Result<crate::store::backup::BackupSummary> {
+    use crate::store::backup;
+    let cfg = store_at(data_dir);
+    if input.as_os_str() == "-" {
+        let mut r = std::io::stdin().lock();
+        return Ok(backup::restore(&cfg, &mut r, force)?);
+    }
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let mut r = std::io::BufReader::new(file);
+    Ok(backup::restore(&cfg, &mut r, force)?)
+}
