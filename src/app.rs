@@ -104,23 +104,75 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
+    // journaled before it is acknowledged), then persist everything, all
+    // within SHUTDOWN_GRACE so Kubernetes never has to SIGKILL.
+    let (signal_tx, mut signal_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let mut graceful_rx = signal_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|s| *s).await;
+    });
+    let started = tokio::select! {
+        r = server => {
+            r.context("serving HTTP")?;
+            std::time::Instant::now()
+        }
+        _ = async {
+            let _ = signal_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(REQUEST_DRAIN).await;
+        } => {
+            tracing::warn!(grace = ?REQUEST_DRAIN, "Requests still in flight after the drain period; closing them");
+            std::time::Instant::now()
+        }
+    };
 
     tracing::info!("Shutting down: draining");
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
-    {
+    let planned = {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
-        log_planned(e.take_planned());
-    }
-    store.flush().context("flushing the store")?;
-    tracing::info!("Stopped");
+        e.take_planned()
+    };
+    log_planned(planned.clone());
+    let deadline = started + SHUTDOWN_GRACE.saturating_sub(REQUEST_DRAIN);
+    drain_outbox(&store, planned, deadline).await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await
+        .context("flushing the store")?
+        .context("flushing the store")?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "Stopped: state persisted"
+    );
     Ok(())
+}
+
+/// How long in-flight HTTP requests get after SIGTERM before they are cut.
+pub const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+
+/// The whole shutdown budget, below Kubernetes' default
+/// `terminationGracePeriodSeconds` (30) and the manifests' value.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Shutdown hook for the notification outbox: deliver (or durably keep) every
+/// planned message before `deadline`. Messages not sent by then must stay in
+/// the outbox tree so the next start sends them. Until the outbox lands,
+/// planned messages are only logged, and there is nothing to flush.
+async fn drain_outbox(_store: &Store, planned: Vec<Notification>, deadline: std::time::Instant) {
+    tracing::debug!(
+        planned = planned.len(),
+        budget_ms = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as u64,
+        "Outbox drained"
+    );
 }
 
 /// Re-applies journal entries the engine had not applied before it stopped.
