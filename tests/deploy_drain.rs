@@ -37,6 +37,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
     Ok((status, body))
 }
 
+// The caller owns the child and waits for it in `sigterm_and_wait`.
+#[allow(clippy::zombie_processes)]
 fn start(dir: &Path, port: u16, log: &str) -> Child {
     let config = dir.join("stormcast.yaml");
     std::fs::write(
@@ -44,7 +46,7 @@ fn start(dir: &Path, port: u16, log: &str) -> Child {
         "sources:\n  - name: prod-a\n    cluster: prod-a\n    bearer_token: drain-test-token\n",
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stormcast"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stormcast"))
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)
         .arg("--listen")
@@ -64,7 +66,11 @@ fn start(dir: &Path, port: u16, log: &str) -> Child {
         if let Ok((200, _)) = http(port, "GET", "/readyz", "") {
             return child;
         }
-        assert!(Instant::now() < deadline, "stormcast did not become ready");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stormcast did not become ready");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
