@@ -709,16 +709,38 @@ fn systemd_unit_verifies() {
     assert!(ours.is_empty(), "{err}");
 }
 
+/// Cargo flags before any `--` (what follows is the program's arguments).
+fn build_flags(rest: &str) -> std::collections::BTreeSet<String> {
+    rest.split(" -- ")
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn dockerfile_builds_like_the_readme_and_runs_as_non_root() {
     let docker = read(&deploy("Dockerfile"));
     assert!(docker.contains(BUILD), "the Dockerfile must run `{BUILD}`");
     let readme = root().join("README.md");
     if readme.exists() {
+        // The README may show `cargo build` or `cargo run`: either builds the
+        // binary with the same profile and flags the image uses.
         let text = read(&readme);
-        assert!(
-            text.contains(BUILD),
-            "README.md does not document `{BUILD}`, which the image runs"
+        let readme_build = text
+            .lines()
+            .map(str::trim)
+            .find_map(|l| {
+                l.strip_prefix("cargo build")
+                    .or_else(|| l.strip_prefix("cargo run"))
+            })
+            .expect("README.md documents how to build (cargo build or cargo run)");
+        assert_eq!(
+            build_flags(readme_build),
+            build_flags(BUILD.strip_prefix("cargo build").unwrap()),
+            "README.md builds with different flags than the image's `{BUILD}`"
         );
     }
     let deploy_readme = read(&deploy("README.md"));
