@@ -488,10 +488,12 @@ fn kustomize_base_renders_with_the_key_fields() {
     }
     let cm = find(&objs, "ConfigMap");
     let cm_name = s(cm, "metadata.name");
-    assert!(
-        cm_name.starts_with("stormcast-config-"),
-        "hashed name: {cm_name}"
-    );
+    if rendered {
+        assert!(
+            cm_name.starts_with("stormcast-config-"),
+            "hashed name: {cm_name}"
+        );
+    }
     check_statefulset(find(&objs, "StatefulSet"), cm_name);
     let svc = find(&objs, "Service");
     assert_eq!(get(svc, "spec.ports.0.port").as_u64(), Some(9797));
