@@ -129,6 +129,10 @@ fn sigterm_persists_state_and_restart_finds_it() {
         metrics.contains("stormcast_heartbeat_clusters_watched 1"),
         "prod-a sent its Watchdog: {metrics}"
     );
+    assert!(
+        metrics.contains("stormcast_heartbeat_last_seen_timestamp_seconds{cluster=\"prod-a\"}"),
+        "{metrics}"
+    );
 
     let (exit, took) = sigterm_and_wait(child);
     assert!(exit.success(), "exit status {exit:?}");

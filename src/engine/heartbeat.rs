@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,8 @@ impl HeartbeatConfig {
 pub struct HeartbeatMetrics {
     pub clusters_silent: Gauge,
     pub clusters_watched: Gauge,
+    /// Unix time of each watched cluster's last heartbeat (engine clock).
+    pub last_heartbeat: Family<crate::metrics::ClusterLabel, Gauge>,
 }
 
 impl HeartbeatMetrics {
@@ -122,6 +125,11 @@ impl HeartbeatMetrics {
             "heartbeat_clusters_watched",
             "Clusters the dead-man's switch watches",
             m.clusters_watched.clone(),
+        );
+        r.register(
+            "heartbeat_last_seen_timestamp_seconds",
+            "When each watched cluster was last heard from (Unix time)",
+            m.last_heartbeat.clone(),
         );
         m
     }
@@ -246,6 +254,8 @@ impl Heartbeat {
             return None;
         }
         let mut back = Vec::new();
+        let watched_before = self.clusters.len();
+        let mut heard = false;
         for da in &d.alerts {
             let heartbeat = self.is_heartbeat(&da.observation.labels)
                 && da.observation.status == AlertStatus::Firing;
@@ -260,6 +270,7 @@ impl Heartbeat {
             }
             if heartbeat || !w.has_heartbeat {
                 w.last = w.last.max(now);
+                heard = true;
                 if let Some(since) = w.down_since.take() {
                     tracing::info!(cluster = %da.cluster, down_since = %since, "Heartbeat is back");
                     back.push(synthetic(
@@ -272,7 +283,11 @@ impl Heartbeat {
                 }
             }
         }
-        self.update_gauges();
+        // Gauges only move when a heartbeat landed (a Watchdog every minute
+        // per cluster), not on every delivery of a storm.
+        if heard || self.clusters.len() != watched_before {
+            self.update_gauges();
+        }
         (!back.is_empty()).then(|| delivery(back, now))
     }
 
@@ -290,7 +305,9 @@ impl Heartbeat {
                 down.push(synthetic(&self.cfg, cluster, AlertStatus::Firing, now, now));
             }
         }
-        self.update_gauges();
+        if !down.is_empty() {
+            self.update_gauges();
+        }
         (!down.is_empty()).then(|| delivery(down, now))
     }
 
@@ -325,6 +342,14 @@ impl Heartbeat {
         if let Some(m) = &self.metrics {
             m.clusters_silent.set(self.silent_clusters().len() as i64);
             m.clusters_watched.set(self.clusters.len() as i64);
+            for (cluster, w) in &self.clusters {
+                let label = crate::metrics::ClusterLabel {
+                    cluster: cluster.to_string(),
+                };
+                m.last_heartbeat
+                    .get_or_create(&label)
+                    .set(w.last.timestamp());
+            }
         }
     }
 }
