@@ -199,6 +199,23 @@ fn expected_cluster_that_never_reports_is_down_after_missing_after() {
 }
 
 #[test]
+fn bad_heartbeat_fixture_fails_check_config_with_every_reason() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("testdata/config/bad-heartbeat.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stormcast"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for e in text.lines().filter_map(|l| l.strip_prefix("# expect: ")) {
+        assert!(stderr.contains(e), "expected {e:?} in:\n{stderr}");
+    }
+}
+
+#[test]
 fn invalid_heartbeat_config_is_reported_with_key_paths() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
