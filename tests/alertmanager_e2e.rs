@@ -55,7 +55,10 @@ async fn wait_for<F: Fn(&Value) -> bool>(url: &str, what: &str, ok: F) -> Value 
                 }
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what} at {url}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} at {url}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -67,7 +70,11 @@ async fn real_alertmanager_delivers_to_stormcast() {
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("stormcast.yaml");
-    std::fs::write(&cfg, "sources:\n  - name: am-e2e\n    bearer_token: e2e-token\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: am-e2e\n    bearer_token: e2e-token\n",
+    )
+    .unwrap();
     let sc = common::Server::start(&dir.path().join("db"), Some(&cfg));
     let (rec_port, recorded) = start_recorder().await;
 
@@ -103,7 +110,10 @@ receivers:
     let _am = Alertmanager(
         Command::new(am_bin)
             .arg(format!("--config.file={}", am_cfg.display()))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
             .arg("--web.external-url=http://alertmanager.am-e2e.example:9093/")
             .arg("--cluster.listen-address=")
@@ -114,8 +124,18 @@ receivers:
     );
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{am_url}/-/ready")).send().await.map(|r| r.status().is_success()).ok() != Some(true) {
-        assert!(Instant::now() < deadline, "alertmanager did not become ready");
+    while http
+        .get(format!("{am_url}/-/ready"))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -131,18 +151,35 @@ receivers:
          "annotations": {"summary": "One or more targets are unreachable."},
          "startsAt": starts}
     ]);
-    let resp = http.post(format!("{am_url}/api/v2/alerts")).json(&alerts).send().await.unwrap();
-    assert!(resp.status().is_success(), "alertmanager refused alerts: {}", resp.status());
+    let resp = http
+        .post(format!("{am_url}/api/v2/alerts"))
+        .json(&alerts)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "alertmanager refused alerts: {}",
+        resp.status()
+    );
 
     let stored = wait_for(&sc.url("/api/v1/alerts"), "3 alerts in stormcast", |v| {
         v.as_array().is_some_and(|a| a.len() == 3)
     })
     .await;
-    let am_alerts: Vec<Value> = http.get(format!("{am_url}/api/v2/alerts")).send().await.unwrap().json().await.unwrap();
+    let am_alerts: Vec<Value> = http
+        .get(format!("{am_url}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(am_alerts.len(), 3);
     for am in &am_alerts {
         let am_fp: Fingerprint = am["fingerprint"].as_str().unwrap().parse().unwrap();
-        let labels: BTreeMap<String, String> = serde_json::from_value(am["labels"].clone()).unwrap();
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(am["labels"].clone()).unwrap();
         let labels: Labels = labels.into_iter().collect();
         // Our FNV-1a recomputation agrees with Alertmanager's.
         assert_eq!(labels.fingerprint(), am_fp, "fingerprint of {labels}");
@@ -152,7 +189,9 @@ receivers:
             .iter()
             .find(|s| s["am_fingerprint"] == json!(am_fp.to_string()))
             .unwrap_or_else(|| panic!("stormcast lacks {am_fp}: {stored}"));
-        let cluster = labels.get("cluster").unwrap_or("alertmanager.am-e2e.example");
+        let cluster = labels
+            .get("cluster")
+            .unwrap_or("alertmanager.am-e2e.example");
         assert_eq!(ours["cluster"], cluster);
         assert_eq!(ours["labels"]["cluster"], cluster);
         let mut with_cluster = labels.clone();
@@ -165,17 +204,36 @@ receivers:
     // Resolve the node alert through Alertmanager; stormcast sees the transition.
     let mut resolve = alerts[0].clone();
     resolve["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
-    let resp = http.post(format!("{am_url}/api/v2/alerts")).json(&json!([resolve])).send().await.unwrap();
+    let resp = http
+        .post(format!("{am_url}/api/v2/alerts"))
+        .json(&json!([resolve]))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success());
-    wait_for(&sc.url("/api/v1/alerts?status=resolved"), "the node alert resolved", |v| {
-        v.as_array().is_some_and(|a| a.iter().any(|x| x["labels"]["alertname"] == "KubeNodeNotReady"))
-    })
+    wait_for(
+        &sc.url("/api/v1/alerts?status=resolved"),
+        "the node alert resolved",
+        |v| {
+            v.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["labels"]["alertname"] == "KubeNodeNotReady")
+            })
+        },
+    )
     .await;
 
     let recorded = recorded.lock().unwrap().clone();
-    assert!(recorded.len() >= 3, "recorder saw {} deliveries", recorded.len());
+    assert!(
+        recorded.len() >= 3,
+        "recorder saw {} deliveries",
+        recorded.len()
+    );
     for (headers, body) in &recorded {
-        let ua = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ua = headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         assert!(ua.starts_with("Alertmanager/"), "{ua}");
         let v: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["version"], "4");

@@ -15,8 +15,14 @@ fn every_webhook_fixture_parses() {
             continue;
         }
         let body = std::fs::read(&path).unwrap();
-        let d = parse_delivery(&body, chrono::Utc::now(), "fixture", None, &IngestConfig::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let d = parse_delivery(
+            &body,
+            chrono::Utc::now(),
+            "fixture",
+            None,
+            &IngestConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!d.alerts.is_empty(), "{}", path.display());
         for a in &d.alerts {
             assert!(a.observation.am_fingerprint.is_some(), "{}", path.display());
@@ -56,7 +62,10 @@ fn every_bad_config_is_rejected_with_its_reason() {
         for e in expected {
             assert!(stderr.contains(e), "{name}: expected {e:?} in:\n{stderr}");
         }
-        assert!(!stderr.contains("s3cr3t"), "{name} leaked a secret:\n{stderr}");
+        assert!(
+            !stderr.contains("s3cr3t"),
+            "{name} leaked a secret:\n{stderr}"
+        );
         n += 1;
     }
     assert!(n >= 5, "expected bad configs, found {n}");
@@ -72,5 +81,9 @@ fn the_shipped_example_config_is_valid() {
         .env("STORMCAST_SH_TOKEN", "from-env")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -215,13 +215,14 @@ impl Engine {
                     }
                 }
             }
-            // Re-deliveries still bump counters; persist only real changes.
-            if transition.is_change() {
-                if let Some(store) = &self.store {
-                    if let Err(e) = store.put_alert(state) {
-                        tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
-                    }
+            // Re-deliveries bump counters too, so every observation is persisted
+            // (a restart recovers state exactly); only changes reach correlation.
+            if let Some(store) = &self.store {
+                if let Err(e) = store.put_alert(state) {
+                    tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
                 }
+            }
+            if transition.is_change() {
                 let events = self.correlator.observe(state, transition, now);
                 self.handle_events(events, now);
             }
