@@ -143,7 +143,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     }
 
     // Invalid UTF-8 inside a label value.
-    let mut raw = serde_json::to_vec(&webhook("", &[good.clone()])).unwrap();
+    let mut raw = serde_json::to_vec(&webhook("", std::slice::from_ref(&good))).unwrap();
     let at = raw.windows(2).position(|w| w == b"n1").unwrap();
     raw[at] = 0xc3;
     raw[at + 1] = 0x28;
@@ -153,7 +153,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // Wrong content type.
     let (status, _) = post(
         &s,
-        serde_json::to_vec(&webhook("", &[good.clone()])).unwrap(),
+        serde_json::to_vec(&webhook("", std::slice::from_ref(&good))).unwrap(),
         "text/plain",
         None,
     )
