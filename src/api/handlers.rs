@@ -274,3 +274,17 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         crate::metrics::render(&st.registry),
     )
 }
+
+/// The web UI: one self-contained page that reads the JSON API.
+pub async fn ui() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("ui/index.html"),
+    )
+}
