@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::config::{self, Config, Overrides, ValidateCtx};
 use crate::correlate::{CorrelateSettings, Correlator};
 use crate::domain::{Incident, Timestamp};
-use crate::engine::{Clock, Engine, ManualClock, SystemClock};
+use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Planner};
@@ -39,12 +39,17 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config
     })
 }
 
-fn build_engine(loaded: &Loaded, clock: Arc<dyn Clock>) -> Engine {
+fn build_engine(
+    loaded: &Loaded,
+    clock: Arc<dyn Clock>,
+    heartbeat_metrics: Option<HeartbeatMetrics>,
+) -> Engine {
     Engine::new(
         clock,
         Correlator::new(loaded.correlate.clone()),
         Planner::new(),
     )
+    .with_heartbeat(loaded.config.heartbeat.clone(), heartbeat_metrics)
 }
 
 /// Runs the service until SIGTERM or ctrl-c.
@@ -55,7 +60,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut engine = build_engine(&loaded, clock.clone())
+    let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
+    let mut engine = build_engine(&loaded, clock.clone(), Some(heartbeat_metrics))
         .with_store(store.clone())
         .with_metrics(metrics.clone());
 
@@ -98,23 +104,75 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
+    // journaled before it is acknowledged), then persist everything, all
+    // within SHUTDOWN_GRACE so Kubernetes never has to SIGKILL.
+    let (signal_tx, mut signal_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let mut graceful_rx = signal_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|s| *s).await;
+    });
+    let started = tokio::select! {
+        r = server => {
+            r.context("serving HTTP")?;
+            std::time::Instant::now()
+        }
+        _ = async {
+            let _ = signal_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(REQUEST_DRAIN).await;
+        } => {
+            tracing::warn!(grace = ?REQUEST_DRAIN, "Requests still in flight after the drain period; closing them");
+            std::time::Instant::now()
+        }
+    };
 
     tracing::info!("Shutting down: draining");
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
-    {
+    let planned = {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
-        log_planned(e.take_planned());
-    }
-    store.flush().context("flushing the store")?;
-    tracing::info!("Stopped");
+        e.take_planned()
+    };
+    log_planned(planned.clone());
+    let deadline = started + SHUTDOWN_GRACE.saturating_sub(REQUEST_DRAIN);
+    drain_outbox(&store, planned, deadline).await;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush())
+        .await
+        .context("flushing the store")?
+        .context("flushing the store")?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "Stopped: state persisted"
+    );
     Ok(())
+}
+
+/// How long in-flight HTTP requests get after SIGTERM before they are cut.
+pub const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+
+/// The whole shutdown budget, below Kubernetes' default
+/// `terminationGracePeriodSeconds` (30) and the manifests' value.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Shutdown hook for the notification outbox: deliver (or durably keep) every
+/// planned message before `deadline`. Messages not sent by then must stay in
+/// the outbox tree so the next start sends them. Until the outbox lands,
+/// planned messages are only logged, and there is nothing to flush.
+async fn drain_outbox(_store: &Store, planned: Vec<Notification>, deadline: std::time::Instant) {
+    tracing::debug!(
+        planned = planned.len(),
+        budget_ms = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as u64,
+        "Outbox drained"
+    );
 }
 
 /// Re-applies journal entries the engine had not applied before it stopped.
@@ -300,7 +358,7 @@ pub fn replay(
         .map(|(_, l)| l.at)
         .unwrap_or_else(chrono::Utc::now);
     let clock = Arc::new(ManualClock::new(start));
-    let mut engine = build_engine(loaded, clock.clone());
+    let mut engine = build_engine(loaded, clock.clone(), None);
     let mut notifications = Vec::new();
     let bar = progress_bar(opts.progress, lines.len() as u64);
     let cfg = &loaded.config;
@@ -336,6 +394,9 @@ pub fn replay(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // The recording ends here; heartbeats missing after it say nothing about
+    // the clusters, so the drain must not page for them.
+    engine.suspend_heartbeat();
     let end = clock.now() + opts.drain;
     advance(&mut engine, &clock, end, &mut notifications);
     clock.set(end);
@@ -395,4 +456,55 @@ fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+fn store_at(data_dir: &Path) -> crate::store::StoreConfig {
+    crate::store::StoreConfig {
+        path: data_dir.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+/// `stormcast backup`: writes the store at `data_dir` to `output` (`-` is stdout).
+pub fn backup(
+    data_dir: &Path,
+    output: &Path,
+) -> anyhow::Result<crate::store::backup::BackupSummary> {
+    use crate::store::backup;
+    if !data_dir.exists() {
+        anyhow::bail!("no store at {}", data_dir.display());
+    }
+    let cfg = store_at(data_dir);
+    if output.as_os_str() == "-" {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        return Ok(backup::backup(&cfg, &mut out)?);
+    }
+    // Write next to the target and rename, so a failed backup never leaves a
+    // file that looks complete.
+    let tmp = output.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let summary = backup::backup(&cfg, &mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    Ok(summary)
+}
+
+/// `stormcast restore`: reads a backup (`-` is stdin) into the store at `data_dir`.
+pub fn restore(
+    input: &Path,
+    data_dir: &Path,
+    force: bool,
+) -> anyhow::Result<crate::store::backup::BackupSummary> {
+    use crate::store::backup;
+    let cfg = store_at(data_dir);
+    if input.as_os_str() == "-" {
+        let mut r = std::io::stdin().lock();
+        return Ok(backup::restore(&cfg, &mut r, force)?);
+    }
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let mut r = std::io::BufReader::new(file);
+    Ok(backup::restore(&cfg, &mut r, force)?)
 }

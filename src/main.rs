@@ -71,6 +71,29 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Export the whole store (alerts, incidents, journal, outbox...) as JSON
+    /// lines. Run it with the service stopped: sled allows one process.
+    Backup {
+        /// Store folder (store.path).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the backup (`-` for stdout).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Import a backup into an empty store folder, then migrate it to this
+    /// build's schema.
+    Restore {
+        /// A file written by `stormcast backup` (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        /// Store folder to create (store.path).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Replace the contents of a non-empty store folder.
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate a configuration file and everything it refers to, reporting
     /// every error with its key path. Exits non-zero on any error.
     CheckConfig {
@@ -188,6 +211,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     result.stats.virtual_seconds
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { data_dir, output } => {
+            let summary = app::backup(&data_dir, &output)?;
+            eprintln!(
+                "backed up {} records (schema version {}) from {}",
+                summary.records,
+                summary.schema_version,
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            input,
+            data_dir,
+            force,
+        } => {
+            let summary = app::restore(&input, &data_dir, force)?;
+            eprintln!(
+                "restored {} records into {} (schema version {})",
+                summary.records,
+                data_dir.display(),
+                summary.schema_version
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig {

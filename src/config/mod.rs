@@ -45,6 +45,8 @@ pub struct Config {
     pub time_intervals: Vec<crate::notify::TimeIntervalConfig>,
     /// Prometheus-compatible metric history for forecasting.
     pub history: crate::analyze::HistoryConfig,
+    /// The dead-man's switch: each cluster's Watchdog heartbeat.
+    pub heartbeat: crate::engine::HeartbeatConfig,
 }
 
 /// One configuration problem, located by its key path (`sources[1].bearer_token`).
@@ -226,6 +228,7 @@ impl Config {
         self.topology.validate("topology", ctx, &mut errs);
         crate::notify::validate_config(self, ctx, &mut errs);
         self.history.validate("history", ctx, &mut errs);
+        self.heartbeat.validate("heartbeat", &mut errs);
         errs
     }
 

@@ -7,6 +7,7 @@
 //! and writes what changed to the store when it has one.
 
 mod clock;
+pub mod heartbeat;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
 
 use crate::config::{ConfigErrors, PromDuration};
 use crate::correlate::{Correlator, IncidentEvent};
@@ -104,6 +106,7 @@ pub struct Engine {
     metrics: Option<Metrics>,
     stats: EngineStats,
     planned: Vec<Notification>,
+    heartbeat: Heartbeat,
 }
 
 impl std::fmt::Debug for Engine {
@@ -126,7 +129,32 @@ impl Engine {
             metrics: None,
             stats: EngineStats::default(),
             planned: Vec::new(),
+            heartbeat: Heartbeat::disabled(),
         }
+    }
+
+    /// Watches every cluster's heartbeat (the dead-man's switch). Without this
+    /// the heartbeat alert is still kept out of correlation, but silence never pages.
+    pub fn with_heartbeat(
+        mut self,
+        cfg: HeartbeatConfig,
+        metrics: Option<HeartbeatMetrics>,
+    ) -> Self {
+        let mut hb = Heartbeat::new(cfg, self.clock.now());
+        if let Some(m) = metrics {
+            hb = hb.with_metrics(m);
+        }
+        self.heartbeat = hb;
+        self
+    }
+
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
+    /// Stops heartbeat silence detection (the input of a replay has ended).
+    pub fn suspend_heartbeat(&mut self) {
+        self.heartbeat.suspend();
     }
 
     /// Persists every change to `store`.
@@ -163,6 +191,8 @@ impl Engine {
             self.alerts.insert(a.id, a);
         }
         self.correlator.restore(store.load_incidents()?);
+        self.heartbeat
+            .restore(self.alerts.values(), self.clock.now());
         self.update_gauges();
         Ok(self.alerts.len())
     }
@@ -170,8 +200,16 @@ impl Engine {
     /// Applies one validated delivery at the clock's current time.
     pub fn apply(&mut self, d: &Delivery) -> ApplyOutcome {
         let now = self.clock.now();
-        let mut outcome = ApplyOutcome::default();
         self.stats.deliveries += 1;
+        let outcome = self.apply_alerts(d, now);
+        if let Some(back) = self.heartbeat.observe(d, now) {
+            self.apply_alerts(&back, now);
+        }
+        outcome
+    }
+
+    fn apply_alerts(&mut self, d: &Delivery, now: Timestamp) -> ApplyOutcome {
+        let mut outcome = ApplyOutcome::default();
         for da in &d.alerts {
             let ctx = DeliveryContext {
                 cluster: &da.cluster,
@@ -222,7 +260,8 @@ impl Engine {
                     tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
                 }
             }
-            if transition.is_change() {
+            // The heartbeat proves the pipeline works; it is never an incident.
+            if transition.is_change() && !self.heartbeat.is_heartbeat(&state.labels) {
                 let events = self.correlator.observe(state, transition, now);
                 self.handle_events(events, now);
             }
@@ -235,6 +274,9 @@ impl Engine {
     /// passed and runs notification timers.
     pub fn tick(&mut self) {
         let now = self.clock.now();
+        if let Some(down) = self.heartbeat.check(now) {
+            self.apply_alerts(&down, now);
+        }
         let events = self.correlator.tick(now);
         self.handle_events(events, now);
         let due = self.planner.tick(now);
@@ -244,13 +286,14 @@ impl Engine {
 
     /// The earliest time [`tick`](Self::tick) has work to do.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        match (
+        [
             self.correlator.next_deadline(),
             self.planner.next_deadline(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            self.heartbeat.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_events(&mut self, events: Vec<IncidentEvent>, now: Timestamp) {

@@ -6,6 +6,7 @@
 //! waits for a flush that covers its write before returning. Concurrent writers
 //! share one flush (group commit), which is what makes durable ingest fast.
 
+pub mod backup;
 mod journal;
 
 use std::path::{Path, PathBuf};
@@ -152,6 +153,8 @@ impl Store {
                 })
             }
             Some(v) if v < SCHEMA_VERSION => migrate(&db, v)?,
+            // A store with data but no schema key predates versioning (version 0).
+            None if has_data(&db)? => migrate(&db, 0)?,
             Some(_) => {}
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -279,6 +282,14 @@ impl Store {
         })
     }
 
+    /// The highest journal sequence number written, or 0.
+    pub fn journal_last_seq(&self) -> Result<u64, StoreError> {
+        match self.journal.last()? {
+            Some((k, _)) => decode_u64(&k, "journal"),
+            None => Ok(0),
+        }
+    }
+
     pub fn journal_len(&self) -> usize {
         self.journal.len()
     }
@@ -386,17 +397,71 @@ impl Store {
     }
 }
 
-/// Upgrades the layout from `from` to [`SCHEMA_VERSION`], one step at a time.
-fn migrate(db: &sled::Db, from: u32) -> Result<(), StoreError> {
-    let meta = db.open_tree("meta")?;
-    let mut v = from;
-    while v < SCHEMA_VERSION {
-        // Version 0 stores predate the schema key and share version 1's layout.
-        v += 1;
-        meta.insert(SCHEMA_KEY, &v.to_be_bytes())?;
+/// One step of the on-disk layout: upgrades a store from `to - 1` to `to`.
+pub struct Migration {
+    /// The schema version this step produces.
+    pub to: u32,
+    /// What changes, for the start-up log.
+    pub what: &'static str,
+    /// Rewrites the trees. Must be safe to run again on a store it already
+    /// migrated: the version is stamped after the step, so a crash between
+    /// the two re-runs the step on the next start.
+    pub run: fn(&sled::Db) -> Result<(), StoreError>,
+}
+
+/// Every layout change since the first release, in order. To change a tree's
+/// key or value format: bump [`SCHEMA_VERSION`], append a step here, and add
+/// a test that opens a store written in the old layout.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    what:
+        "stamp the schema version on stores that predate it; check every alert and incident decodes",
+    run: migrate_0_to_1,
+}];
+
+/// Stores written before the schema key existed share version 1's layout;
+/// the step only proves it by decoding every record, so a store that is not
+/// a stormcast store fails loudly instead of being stamped.
+fn migrate_0_to_1(db: &sled::Db) -> Result<(), StoreError> {
+    for r in db.open_tree("alerts")?.iter() {
+        decode_json::<AlertState>(&r?.1, "alerts")?;
     }
-    db.flush()?;
+    for r in db.open_tree("incidents")?.iter() {
+        decode_json::<Incident>(&r?.1, "incidents")?;
+    }
     Ok(())
+}
+
+/// Upgrades the layout from `from` to [`SCHEMA_VERSION`] with [`MIGRATIONS`].
+fn migrate(db: &sled::Db, from: u32) -> Result<(), StoreError> {
+    run_migrations(db, from, MIGRATIONS)
+}
+
+/// Runs every step of `steps` above `from`, in order, stamping the version and
+/// flushing after each so an interrupted upgrade resumes where it stopped.
+pub fn run_migrations(db: &sled::Db, from: u32, steps: &[Migration]) -> Result<(), StoreError> {
+    let meta = db.open_tree("meta")?;
+    for step in steps.iter().filter(|s| s.to > from) {
+        tracing::info!(to = step.to, what = step.what, "Migrating store schema");
+        (step.run)(db)?;
+        meta.insert(SCHEMA_KEY, &step.to.to_be_bytes())?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+fn has_data(db: &sled::Db) -> Result<bool, StoreError> {
+    for name in ["alerts", "incidents", "journal"] {
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+            && !db.open_tree(name)?.is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 async fn group_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<FlushWaiter>) {
