@@ -183,3 +183,119 @@ fn replay_is_deterministic() {
     let (b, _) = run_replay(&input, &dir.path().join("b.json"));
     assert_eq!(a, b);
 }
+
+/// The same deliveries, live and replayed from the journal, end in the same
+/// alert states and the same incident membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_run_and_replay_of_its_journal_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut server = common::Server::start(&db, None);
+    let client = reqwest::Client::new();
+    let starts = (Utc::now() - Duration::minutes(30)).to_rfc3339();
+    let ended = (Utc::now() - Duration::minutes(1)).to_rfc3339();
+    for round in 0..3 {
+        let mut alerts = Vec::new();
+        for i in 0..12 {
+            let pod = format!("web-{i}");
+            let labels = [
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", pod.as_str()),
+                ("cluster", "live"),
+            ];
+            if round == 2 && i % 2 == 0 {
+                alerts.push(alert(&labels, "resolved", &starts, &ended));
+            } else {
+                alerts.push(alert(&labels, "firing", &starts, "0001-01-01T00:00:00Z"));
+            }
+        }
+        let r = client
+            .post(server.url("/api/v1/alerts"))
+            .json(&webhook("http://am:9093", &alerts))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let live: Vec<Value> = client
+        .get(server.url("/api/v1/alerts?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live_incidents: Vec<Value> = client
+        .get(server.url("/api/v1/incidents?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(server.terminate().success());
+
+    let exported = dir.path().join("storm.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stormcast"))
+        .args(["export-journal", "--data-dir"])
+        .arg(&db)
+        .arg("--output")
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 3 deliveries"));
+    let (replayed, _) = run_replay(&exported, &dir.path().join("result.json"));
+
+    let mut live_states: Vec<(String, String)> = live
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut replay_states: Vec<(String, String)> = replayed["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .map(|a| {
+            (
+                a["fingerprint"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    live_states.sort();
+    replay_states.sort();
+    assert_eq!(live_states, replay_states);
+
+    let membership = |incidents: &[Value]| {
+        let mut groups: Vec<Vec<String>> = incidents
+            .iter()
+            .map(|i| {
+                let mut m: Vec<String> = i["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["fingerprint"].as_str().unwrap().to_owned())
+                    .collect();
+                m.sort();
+                m
+            })
+            .collect();
+        groups.sort();
+        groups
+    };
+    assert_eq!(
+        membership(&live_incidents),
+        membership(replayed["incidents"].as_array().unwrap())
+    );
+}
