@@ -120,6 +120,15 @@ fn sigterm_persists_state_and_restart_finds_it() {
     let (_, before) = http(port, "GET", "/api/v1/incidents", "").unwrap();
     let before: Vec<serde_json::Value> = serde_json::from_str(&before).unwrap();
     assert_eq!(before.len(), 2, "Watchdog is not an incident: {before:#?}");
+    let (_, metrics) = http(port, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains("stormcast_heartbeat_clusters_silent 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stormcast_heartbeat_clusters_watched 1"),
+        "prod-a sent its Watchdog: {metrics}"
+    );
 
     let (exit, took) = sigterm_and_wait(child);
     assert!(exit.success(), "exit status {exit:?}");

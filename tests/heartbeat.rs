@@ -219,3 +219,79 @@ fn invalid_heartbeat_config_is_reported_with_key_paths() {
         "{text}"
     );
 }
+
+#[test]
+fn restart_keeps_a_down_cluster_down_and_gives_watched_clusters_a_fresh_grace() {
+    let store = stormcast::store::Store::temporary().unwrap();
+    let cfg = HeartbeatConfig {
+        expect_every: "1m".parse().unwrap(),
+        missing_after: "10m".parse().unwrap(),
+        ..Default::default()
+    };
+    let engine_at = |t: DateTime<Utc>| {
+        let clock = Arc::new(ManualClock::new(t));
+        let e = Engine::new(
+            clock.clone(),
+            Correlator::new(Default::default()),
+            Planner::new(),
+        )
+        .with_store(store.clone())
+        .with_heartbeat(cfg.clone(), None);
+        (e, clock)
+    };
+    let watchdog = |cluster: &str, at: DateTime<Utc>| {
+        let body = webhook(vec![alert("Watchdog", cluster, "firing", t0())]).to_string();
+        parse_delivery(body.as_bytes(), at, "am", None, &IngestConfig::default()).unwrap()
+    };
+
+    let (mut e, clock) = engine_at(t0());
+    e.apply(&watchdog("prod-a", t0()));
+    e.apply(&watchdog("prod-b", t0()));
+    clock.set(t0() + Duration::minutes(5));
+    e.apply(&watchdog("prod-b", clock.now()));
+    clock.set(t0() + Duration::minutes(10));
+    e.tick();
+    assert_eq!(e.heartbeat().silent_clusters().len(), 1, "prod-a is down");
+    assert_eq!(e.incidents().len(), 1);
+    drop(e);
+
+    // stormcast restarts 30 minutes later.
+    let restart = t0() + Duration::minutes(40);
+    let (mut e, clock) = engine_at(restart);
+    e.restore().unwrap();
+    let silent: Vec<String> = e
+        .heartbeat()
+        .silent_clusters()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        silent,
+        vec!["prod-a".to_owned()],
+        "down survives the restart"
+    );
+    // prod-b was fine before the restart: it gets missing_after from now, not
+    // from its last heartbeat before stormcast went down.
+    assert_eq!(e.next_deadline(), Some(restart + Duration::minutes(10)));
+    clock.set(restart + Duration::minutes(1));
+    e.tick();
+    assert_eq!(
+        e.incidents().len(),
+        1,
+        "no page for the time stormcast was down"
+    );
+    assert!(e.take_planned().is_empty());
+
+    // prod-a's heartbeat returns: the restored incident resolves.
+    e.apply(&watchdog("prod-a", clock.now()));
+    assert!(e.heartbeat().silent_clusters().is_empty());
+    let hold = e.next_deadline().unwrap();
+    clock.set(hold);
+    e.tick();
+    let incidents = e.incidents();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        incidents[0].resolved_at,
+        Some(restart + Duration::minutes(1))
+    );
+}
