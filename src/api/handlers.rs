@@ -93,7 +93,12 @@ async fn receive_inner(
     }))
 }
 
+/// Reads the body up to `limit` bytes. An over-limit body is still read (and
+/// discarded, up to a bound) so that the sender sees the 413 instead of a reset
+/// connection, which Alertmanager would retry forever.
 async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,19 +109,29 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut over = declared.is_some_and(|n| n > limit);
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+        seen += chunk.len();
+        if seen > limit {
+            over = true;
+        }
+        if over {
+            if seen > DRAIN_CAP {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if over {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if is_limit {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("cannot read body: {e}"))
-        }
-    })
+    Ok(Bytes::from(buf))
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,5 +272,19 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         crate::metrics::render(&st.registry),
+    )
+}
+
+/// The web UI: one self-contained page that reads the JSON API.
+pub async fn ui() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("ui/index.html"),
     )
 }

@@ -301,3 +301,69 @@ mod tests {
         assert!(a.is_firing());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn obs(firing: bool, starts: i64, ends: i64) -> Observation {
+        let t = |m: i64| {
+            chrono::Utc
+                .timestamp_opt(1_700_000_000 + m * 60, 0)
+                .unwrap()
+        };
+        Observation {
+            labels: [("alertname", "X")].into_iter().collect(),
+            annotations: Labels::new(),
+            status: if firing {
+                AlertStatus::Firing
+            } else {
+                AlertStatus::Resolved
+            },
+            starts_at: t(starts),
+            ends_at: (!firing).then(|| t(starts + ends)),
+            generator_url: String::new(),
+            am_fingerprint: None,
+        }
+    }
+
+    proptest! {
+        /// Delivering anything twice (group_interval re-sends, HA twins) changes
+        /// nothing the second time, whatever came before.
+        #[test]
+        fn duplicates_never_change_state(seq in prop::collection::vec((any::<bool>(), 0i64..50, 1i64..20), 1..30)) {
+            let c = ClusterId::new("c");
+            let ctx = DeliveryContext { cluster: &c, source: "s", external_url: "", received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
+            let (first, rest) = seq.split_first().unwrap();
+            let (mut a, _) = AlertState::first(obs(first.0, first.1, first.2), &ctx);
+            for (f, s, e) in rest {
+                a.observe(obs(*f, *s, *e), &ctx);
+                let before = a.clone();
+                let t = a.observe(obs(*f, *s, *e), &ctx);
+                prop_assert!(!t.is_change(), "second copy was {:?}", t);
+                let mut expected = before;
+                expected.deliveries += 1;
+                prop_assert_eq!(&a, &expected);
+            }
+        }
+
+        /// A resolved alert only fires again for an episode that starts after it resolved.
+        #[test]
+        fn resolved_alerts_only_refire_for_later_episodes(starts in 0i64..50, len in 1i64..20, late in 0i64..80) {
+            let c = ClusterId::new("c");
+            let ctx = DeliveryContext { cluster: &c, source: "s", external_url: "", received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
+            let (mut a, _) = AlertState::first(obs(true, starts, 0), &ctx);
+            a.observe(obs(false, starts, len), &ctx);
+            let resolved_at = a.ends_at.unwrap();
+            let t = a.observe(obs(true, late, 0), &ctx);
+            if obs(true, late, 0).starts_at > resolved_at {
+                prop_assert_eq!(t, Transition::Refired);
+            } else {
+                prop_assert_eq!(t, Transition::Stale);
+                prop_assert_eq!(a.status, AlertStatus::Resolved);
+            }
+        }
+    }
+}

@@ -253,18 +253,17 @@ impl Engine {
                     }
                 }
             }
-            // Re-deliveries still bump counters; persist only real changes.
-            if transition.is_change() {
-                if let Some(store) = &self.store {
-                    if let Err(e) = store.put_alert(state) {
-                        tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
-                    }
+            // Re-deliveries bump counters too, so every observation is persisted
+            // (a restart recovers state exactly); only changes reach correlation.
+            if let Some(store) = &self.store {
+                if let Err(e) = store.put_alert(state) {
+                    tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
                 }
-                // The heartbeat proves the pipeline works; it is never an incident.
-                if !self.heartbeat.is_heartbeat(&state.labels) {
-                    let events = self.correlator.observe(state, transition, now);
-                    self.handle_events(events, now);
-                }
+            }
+            // The heartbeat proves the pipeline works; it is never an incident.
+            if transition.is_change() && !self.heartbeat.is_heartbeat(&state.labels) {
+                let events = self.correlator.observe(state, transition, now);
+                self.handle_events(events, now);
             }
         }
         self.update_gauges();

@@ -1,0 +1,297 @@
+//! Durable ingest over loopback HTTP, against a real Alertmanager on the same
+//! alerts in the same run. Prints figures; asserts nothing about speed.
+//!
+//! `cargo bench --bench ingest` (or `scripts/bench-ingest`). Environment:
+//! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const ALERTS_PER_WEBHOOK: usize = 100;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn labels(batch: u64, i: usize) -> Value {
+    json!({
+        "alertname": "KubePodNotReady",
+        "namespace": format!("ns-{}", batch % 50),
+        "pod": format!("app-{batch}-{i}"),
+        "severity": "warning",
+        "cluster": format!("prod-{}", batch % 8),
+    })
+}
+
+fn stormcast_body(batch: u64) -> Vec<u8> {
+    let alerts: Vec<Value> = (0..ALERTS_PER_WEBHOOK)
+        .map(|i| {
+            json!({"status": "firing", "labels": labels(batch, i), "annotations": {"summary": "bench"},
+                   "startsAt": "2026-11-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                   "generatorURL": "http://prometheus/graph", "fingerprint": ""})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "stormcast",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093", "alerts": alerts}))
+    .unwrap()
+}
+
+fn alertmanager_body(batch: u64) -> Vec<u8> {
+    let alerts: Vec<Value> = (0..ALERTS_PER_WEBHOOK)
+        .map(|i| json!({"labels": labels(batch, i), "annotations": {"summary": "bench"}, "startsAt": "2026-11-01T00:00:00Z"}))
+        .collect();
+    serde_json::to_vec(&alerts).unwrap()
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(url)
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(Instant::now() < deadline, "{url} not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Closed-loop load: `concurrency` senders post as fast as they are answered.
+async fn throughput(
+    url: &str,
+    seconds: u64,
+    concurrency: u64,
+    body: fn(u64) -> Vec<u8>,
+    start_batch: u64,
+) -> (f64, u64) {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(start_batch));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, next, ok, failed) = (
+            client.clone(),
+            url.to_owned(),
+            next.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let b = body(next.fetch_add(1, Ordering::Relaxed));
+                match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let alerts = ok.load(Ordering::Relaxed) * ALERTS_PER_WEBHOOK as u64;
+    (alerts as f64 / secs, failed.load(Ordering::Relaxed))
+}
+
+/// Open-loop load at a fixed rate; returns (p50, p99, max) latency in ms.
+async fn latency_at(
+    url: &str,
+    per_second: u64,
+    seconds: u64,
+    start_batch: u64,
+) -> (f64, f64, f64, u64) {
+    let client = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / per_second as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for i in 0..per_second * seconds {
+        ticker.tick().await;
+        let (client, url) = (client.clone(), url.to_owned());
+        let b = stormcast_body(start_batch + i);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await;
+            (
+                t.elapsed(),
+                r.map(|r| r.status().is_success()).unwrap_or(false),
+            )
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        if ok {
+            lat.push(d.as_secs_f64() * 1000.0);
+        } else {
+            failed += 1;
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    (q(0.5), q(0.99), *lat.last().unwrap(), failed)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn find(names: &[&str]) -> Option<std::path::PathBuf> {
+    names
+        .iter()
+        .map(|n| Path::new("/usr/bin").join(n))
+        .find(|p| p.exists())
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let concurrency = env_or("BENCH_CONCURRENCY", 16);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_stormcast"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path().join("db"))
+            .env("STORMCAST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/readyz")).await;
+    let url = format!("{base}/api/v1/alerts");
+
+    println!("stormcast ingest benchmark: {ALERTS_PER_WEBHOOK}-alert webhooks, {concurrency} concurrent senders, {seconds}s per phase");
+    let (sc_rate, sc_failed) = throughput(&url, seconds, concurrency, stormcast_body, 0).await;
+    println!(
+        "stormcast durable ingest:      {sc_rate:>10.0} alerts/s ({sc_failed} failed requests)"
+    );
+
+    let (p50, p99, max, failed) = latency_at(&url, 500, 5, 10_000_000).await;
+    println!("stormcast at 500 webhooks/s:   p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({failed} failed)");
+
+    // RSS with at least 100k active alerts.
+    let active: Vec<Value> = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .map(|v| vec![v])
+        .unwrap();
+    let mut alerts = active[0]["alerts"].as_u64().unwrap_or(0);
+    let mut batch = 20_000_000;
+    let client = reqwest::Client::new();
+    while alerts < 100_000 {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(stormcast_body(batch))
+            .send()
+            .await
+            .unwrap();
+        batch += 1;
+        alerts += ALERTS_PER_WEBHOOK as u64;
+    }
+    let status: Value = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "stormcast RSS:                 {:>10.1} MB with {} active alerts",
+        rss_mb(sc.0.id()),
+        status["alerts"]
+    );
+
+    let Some(am_bin) = find(&["prometheus-alertmanager", "alertmanager"]) else {
+        println!("alertmanager not installed: skipping the comparison");
+        return;
+    };
+    let am_port = free_port();
+    let am_cfg = dir.path().join("am.yml");
+    std::fs::write(
+        &am_cfg,
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let _am = Proc(
+        Command::new(am_bin)
+            .arg(format!("--config.file={}", am_cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am_base = format!("http://127.0.0.1:{am_port}");
+    wait_ready(&format!("{am_base}/-/ready")).await;
+    let (am_rate, am_failed) = throughput(
+        &format!("{am_base}/api/v2/alerts"),
+        seconds,
+        concurrency,
+        alertmanager_body,
+        0,
+    )
+    .await;
+    println!("alertmanager POST /api/v2/alerts: {am_rate:>7.0} alerts/s ({am_failed} failed requests; in memory, no fsync)");
+    println!("ratio stormcast / alertmanager: {:.2}x", sc_rate / am_rate);
+}
