@@ -161,3 +161,65 @@ fn sigterm_persists_state_and_restart_finds_it() {
     let (exit, _) = sigterm_and_wait(child);
     assert!(exit.success());
 }
+
+/// Webhooks keep arriving while SIGTERM lands: every delivery that was
+/// acknowledged (200) is in the state after the restart.
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = start(dir.path(), port, "load.log");
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..400 {
+                    let pod = format!("web-{t}-{i}");
+                    let body = PAYLOAD_ONE.replace("POD", &pod);
+                    match http(port, "POST", "/api/v1/alerts", &body) {
+                        Ok((200, _)) => acked.push(pod),
+                        Ok((503, _)) | Err(_) => break,
+                        Ok((status, body)) => panic!("{status}: {body}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (exit, _) = sigterm_and_wait(child);
+    assert!(exit.success(), "exit status {exit:?}");
+    let acked: Vec<String> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    assert!(
+        !acked.is_empty(),
+        "no delivery was acknowledged before SIGTERM"
+    );
+    eprintln!("{} deliveries acknowledged before shutdown", acked.len());
+
+    let port = free_port();
+    let child = start(dir.path(), port, "load-restart.log");
+    let (_, body) = http(port, "GET", "/api/v1/alerts?limit=100000", "").unwrap();
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let pods: std::collections::HashSet<&str> = alerts
+        .iter()
+        .filter_map(|a| a["labels"]["pod"].as_str())
+        .collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|p| !pods.contains(p.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged alerts lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+    let (exit, _) = sigterm_and_wait(child);
+    assert!(exit.success());
+}
+
+const PAYLOAD_ONE: &str = r#"{"version":"4","status":"firing","receiver":"stormcast","groupKey":"{}:{}",
+"alerts":[{"status":"firing","labels":{"alertname":"KubePodNotReady","namespace":"shop","pod":"POD","severity":"warning"},"startsAt":"2026-11-20T08:00:00Z","endsAt":"0001-01-01T00:00:00Z"}]}"#;
