@@ -391,3 +391,42 @@ fn migration_steps_run_in_order_and_stamp_the_version() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn cli_backup_streams_through_stdout_and_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let expected = populate(&src);
+    let bin = env!("CARGO_BIN_EXE_stormcast");
+    let out = Command::new(bin)
+        .args(["backup", "--output", "-", "--data-dir"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // stdout is the backup and nothing else: every line is JSON.
+    for l in String::from_utf8(out.stdout.clone()).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+    }
+    let dst = dir.path().join("dst");
+    let mut child = Command::new(bin)
+        .args(["restore", "--input", "-", "--data-dir"])
+        .arg(&dst)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(snapshot(&open(&cfg(&dst)).unwrap()), expected);
+}
