@@ -312,3 +312,53 @@ fn restart_keeps_a_down_cluster_down_and_gives_watched_clusters_a_fresh_grace() 
         Some(restart + Duration::minutes(1))
     );
 }
+
+#[test]
+fn a_cluster_silent_past_forget_after_is_resolved_and_no_longer_watched() {
+    let store = stormcast::store::Store::temporary().unwrap();
+    let cfg = HeartbeatConfig {
+        expect_every: "1m".parse().unwrap(),
+        missing_after: "10m".parse().unwrap(),
+        forget_after: "1d".parse().unwrap(),
+        ..Default::default()
+    };
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut e = Engine::new(
+        clock.clone(),
+        Correlator::new(Default::default()),
+        Planner::new(),
+    )
+    .with_store(store.clone())
+    .with_heartbeat(cfg.clone(), None);
+    let body = webhook(vec![alert("Watchdog", "old", "firing", t0())]).to_string();
+    let d = parse_delivery(body.as_bytes(), t0(), "am", None, &IngestConfig::default()).unwrap();
+    e.apply(&d);
+    // Replay-style: jump from deadline to deadline.
+    while let Some(next) = e.next_deadline() {
+        clock.set(next);
+        e.tick();
+    }
+    let incidents = e.incidents();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].opened_at, t0() + Duration::minutes(10));
+    assert_eq!(
+        incidents[0].resolved_at,
+        Some(t0() + Duration::days(1)),
+        "forgotten a day after the last heartbeat"
+    );
+    assert!(e.heartbeat().last_heard("old").is_none());
+    drop(e);
+
+    // A restart does not bring the forgotten cluster back.
+    let clock = Arc::new(ManualClock::new(t0() + Duration::days(2)));
+    let mut e = Engine::new(
+        clock.clone(),
+        Correlator::new(Default::default()),
+        Planner::new(),
+    )
+    .with_store(store)
+    .with_heartbeat(cfg, None);
+    e.restore().unwrap();
+    assert!(e.heartbeat().last_heard("old").is_none());
+    assert_eq!(e.next_deadline(), None);
+}

@@ -53,6 +53,10 @@ pub struct HeartbeatConfig {
     pub watch_clusters_without_heartbeat: bool,
     /// Severity label of the synthetic alert.
     pub severity: String,
+    /// Stop watching a cluster (and resolve its "pipeline down" incident)
+    /// after this much silence, so a decommissioned cluster does not stay down
+    /// forever. Clusters listed in `clusters` are never forgotten.
+    pub forget_after: PromDuration,
 }
 
 impl Default for HeartbeatConfig {
@@ -65,6 +69,7 @@ impl Default for HeartbeatConfig {
             clusters: Vec::new(),
             watch_clusters_without_heartbeat: false,
             severity: "critical".to_owned(),
+            forget_after: PromDuration::hours(7 * 24),
         }
     }
 }
@@ -99,6 +104,12 @@ impl HeartbeatConfig {
         }
         if self.severity.is_empty() {
             errs.push(format!("{path}.severity"), "required");
+        }
+        if self.forget_after <= self.missing_after {
+            errs.push(
+                format!("{path}.forget_after"),
+                format!("must be longer than missing_after ({})", self.missing_after),
+            );
         }
     }
 }
@@ -140,6 +151,9 @@ struct Watched {
     /// Last heartbeat, or for clusters without one, the last delivery or the
     /// time watching started.
     last: Timestamp,
+    /// Silence is counted from the later of `last` and this: the time watching
+    /// (re)started, so a restart gives every cluster a fresh `missing_after`.
+    counting_from: Timestamp,
     has_heartbeat: bool,
     down_since: Option<Timestamp>,
 }
@@ -151,6 +165,8 @@ pub struct Heartbeat {
     active: bool,
     clusters: BTreeMap<ClusterId, Watched>,
     metrics: Option<HeartbeatMetrics>,
+    /// Clusters whose last-heard time changed since [`Heartbeat::take_updates`].
+    dirty: BTreeSet<ClusterId>,
 }
 
 impl Heartbeat {
@@ -166,6 +182,7 @@ impl Heartbeat {
                     ClusterId::new(c),
                     Watched {
                         last: now,
+                        counting_from: now,
                         has_heartbeat: false,
                         down_since: None,
                     },
@@ -177,6 +194,7 @@ impl Heartbeat {
             active,
             clusters,
             metrics: None,
+            dirty: BTreeSet::new(),
         };
         hb.update_gauges();
         hb
@@ -214,20 +232,31 @@ impl Heartbeat {
         self.active = false;
     }
 
-    /// Rebuilds state after a restart from the restored alert states: clusters
-    /// that sent a heartbeat are watched again with a fresh grace period from
-    /// `now` (the time stormcast was down says nothing about them), and
-    /// clusters already reported down stay down until their heartbeat returns.
+    /// Rebuilds state after a restart. `last_heard` is what
+    /// [`take_updates`](Self::take_updates) persisted (`None` for a store from
+    /// before it was persisted: then heartbeat alerts say which clusters to
+    /// watch); restored alert states
+    /// say which clusters were reported down. Every watched cluster gets a
+    /// fresh `missing_after` from `now` (the time stormcast was down says
+    /// nothing about them), and down clusters stay down until their heartbeat
+    /// returns or `forget_after` passes.
     pub fn restore<'a>(
         &mut self,
         alerts: impl IntoIterator<Item = &'a AlertState>,
+        last_heard: Option<Vec<(ClusterId, Timestamp, bool)>>,
         now: Timestamp,
     ) {
+        let persisted = last_heard.is_some();
+        for (cluster, last, has_heartbeat) in last_heard.into_iter().flatten() {
+            let w = self.watch(&cluster, now);
+            w.last = last;
+            w.has_heartbeat = has_heartbeat;
+        }
         for a in alerts {
-            if self.is_heartbeat(&a.labels) {
+            if self.is_heartbeat(&a.labels) && !persisted {
+                // A store written before last-heard times were persisted.
                 let w = self.watch(&a.cluster, now);
                 w.has_heartbeat = true;
-                w.last = w.last.max(now);
             } else if a.source == SOURCE
                 && a.labels.alertname() == PIPELINE_DOWN_ALERTNAME
                 && a.is_firing()
@@ -236,12 +265,30 @@ impl Heartbeat {
                 w.down_since = Some(a.starts_at);
             }
         }
+        for w in self.clusters.values_mut() {
+            w.counting_from = now;
+        }
+        self.dirty.clear();
         self.update_gauges();
+    }
+
+    /// Last-heard times that changed since the previous call, for the engine
+    /// to persist: `Some((time, has_heartbeat))`, or `None` when the cluster
+    /// is no longer watched.
+    pub fn take_updates(&mut self) -> Vec<(ClusterId, Option<(Timestamp, bool)>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|c| {
+                let v = self.clusters.get(&c).map(|w| (w.last, w.has_heartbeat));
+                (c, v)
+            })
+            .collect()
     }
 
     fn watch(&mut self, cluster: &ClusterId, now: Timestamp) -> &mut Watched {
         self.clusters.entry(cluster.clone()).or_insert(Watched {
             last: now,
+            counting_from: now,
             has_heartbeat: false,
             down_since: None,
         })
@@ -255,7 +302,7 @@ impl Heartbeat {
         }
         let mut back = Vec::new();
         let watched_before = self.clusters.len();
-        let mut heard = false;
+        let mut heard = Vec::new();
         for da in &d.alerts {
             let heartbeat = self.is_heartbeat(&da.observation.labels)
                 && da.observation.status == AlertStatus::Firing;
@@ -270,7 +317,7 @@ impl Heartbeat {
             }
             if heartbeat || !w.has_heartbeat {
                 w.last = w.last.max(now);
-                heard = true;
+                heard.push(da.cluster.clone());
                 if let Some(since) = w.down_since.take() {
                     tracing::info!(cluster = %da.cluster, down_since = %since, "Heartbeat is back");
                     back.push(synthetic(
@@ -285,42 +332,70 @@ impl Heartbeat {
         }
         // Gauges only move when a heartbeat landed (a Watchdog every minute
         // per cluster), not on every delivery of a storm.
-        if heard || self.clusters.len() != watched_before {
+        if !heard.is_empty() || self.clusters.len() != watched_before {
             self.update_gauges();
         }
+        self.dirty.extend(heard);
         (!back.is_empty()).then(|| delivery(back, now))
     }
 
-    /// Returns synthetic "firing" alerts for clusters silent past `missing_after`.
+    /// Returns synthetic "firing" alerts for clusters silent past
+    /// `missing_after`, and "resolved" ones for clusters forgotten after
+    /// `forget_after`.
     pub fn check(&mut self, now: Timestamp) -> Option<Delivery> {
         if !self.active {
             return None;
         }
         let limit = self.cfg.missing_after.as_chrono();
-        let mut down = Vec::new();
+        let mut changed = Vec::new();
+        let mut forget = Vec::new();
         for (cluster, w) in &mut self.clusters {
-            if w.down_since.is_none() && w.last + limit <= now {
-                tracing::warn!(%cluster, last_heard = %w.last, "Heartbeat missing: monitoring pipeline down");
-                w.down_since = Some(now);
-                down.push(synthetic(&self.cfg, cluster, AlertStatus::Firing, now, now));
+            match w.down_since {
+                None if w.last.max(w.counting_from) + limit <= now => {
+                    tracing::warn!(%cluster, last_heard = %w.last, "Heartbeat missing: monitoring pipeline down");
+                    w.down_since = Some(now);
+                    changed.push(synthetic(&self.cfg, cluster, AlertStatus::Firing, now, now));
+                }
+                Some(since) if forget_at(&self.cfg, cluster, w).is_some_and(|t| t <= now) => {
+                    tracing::warn!(%cluster, last_heard = %w.last, "Cluster silent past forget_after: no longer watched");
+                    let mut a = synthetic(&self.cfg, cluster, AlertStatus::Resolved, since, now);
+                    a.observation.annotations.insert(
+                        "description",
+                        format!(
+                            "stormcast stopped watching cluster {cluster}: no heartbeat for more than {}. \
+                             If the cluster still exists, its monitoring pipeline is still down.",
+                            self.cfg.forget_after
+                        ),
+                    );
+                    changed.push(a);
+                    forget.push(cluster.clone());
+                }
+                _ => {}
             }
         }
-        if !down.is_empty() {
+        for c in forget {
+            self.clusters.remove(&c);
+            self.dirty.insert(c);
+        }
+        if !changed.is_empty() {
             self.update_gauges();
         }
-        (!down.is_empty()).then(|| delivery(down, now))
+        (!changed.is_empty()).then(|| delivery(changed, now))
     }
 
-    /// When the next cluster goes silent, if nothing is heard before then.
+    /// When the next cluster goes silent (or is forgotten), if nothing is
+    /// heard before then.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         if !self.active {
             return None;
         }
         let limit = self.cfg.missing_after.as_chrono();
         self.clusters
-            .values()
-            .filter(|w| w.down_since.is_none())
-            .map(|w| w.last + limit)
+            .iter()
+            .filter_map(|(c, w)| match w.down_since {
+                None => Some(w.last.max(w.counting_from) + limit),
+                Some(_) => forget_at(&self.cfg, c, w),
+            })
             .min()
     }
 
@@ -352,6 +427,12 @@ impl Heartbeat {
             }
         }
     }
+}
+
+/// When a down cluster is forgotten, unless it is listed in `clusters`.
+fn forget_at(cfg: &HeartbeatConfig, cluster: &ClusterId, w: &Watched) -> Option<Timestamp> {
+    let listed = cfg.clusters.iter().any(|c| c == cluster.as_str());
+    (w.down_since.is_some() && !listed).then(|| w.last + cfg.forget_after.as_chrono())
 }
 
 fn synthetic(

@@ -49,6 +49,45 @@ impl EngineConfig {
     }
 }
 
+/// Store tree of each watched cluster's last heartbeat: cluster name →
+/// Unix milliseconds (8 bytes, big-endian) + 1 byte "has sent a heartbeat".
+pub const HEARTBEAT_TREE: &str = "heartbeat";
+
+/// `None` when the store predates the tree.
+#[allow(clippy::type_complexity)]
+fn load_heartbeats(
+    store: &Store,
+) -> Result<Option<Vec<(crate::domain::ClusterId, Timestamp, bool)>>, StoreError> {
+    use chrono::TimeZone;
+    let exists = store
+        .db()
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == HEARTBEAT_TREE.as_bytes());
+    if !exists {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for r in store.tree(HEARTBEAT_TREE)?.iter() {
+        let (k, v) = r?;
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            tree: "heartbeat",
+            reason: reason.to_owned(),
+        };
+        let cluster = std::str::from_utf8(&k).map_err(|_| corrupt("non-UTF-8 cluster"))?;
+        if v.len() != 9 {
+            return Err(corrupt("expected 9 bytes"));
+        }
+        let ms = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let at = chrono::Utc
+            .timestamp_millis_opt(ms)
+            .single()
+            .ok_or_else(|| corrupt("time out of range"))?;
+        out.push((crate::domain::ClusterId::new(cluster), at, v[8] == 1));
+    }
+    Ok(Some(out))
+}
+
 /// Counts of what one delivery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
@@ -191,8 +230,9 @@ impl Engine {
             self.alerts.insert(a.id, a);
         }
         self.correlator.restore(store.load_incidents()?);
+        let last_heard = load_heartbeats(store)?;
         self.heartbeat
-            .restore(self.alerts.values(), self.clock.now());
+            .restore(self.alerts.values(), last_heard, self.clock.now());
         self.update_gauges();
         Ok(self.alerts.len())
     }
@@ -205,7 +245,40 @@ impl Engine {
         if let Some(back) = self.heartbeat.observe(d, now) {
             self.apply_alerts(&back, now);
         }
+        self.persist_heartbeats();
         outcome
+    }
+
+    /// Writes changed last-heard times to the store's `heartbeat` tree, so a
+    /// restart knows how long each cluster has been silent.
+    fn persist_heartbeats(&mut self) {
+        let updates = self.heartbeat.take_updates();
+        let Some(store) = &self.store else {
+            return;
+        };
+        if updates.is_empty() {
+            return;
+        }
+        let tree = match store.tree(HEARTBEAT_TREE) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot open the heartbeat tree");
+                return;
+            }
+        };
+        for (cluster, v) in updates {
+            let r = match v {
+                Some((last, has_heartbeat)) => {
+                    let mut val = last.timestamp_millis().to_be_bytes().to_vec();
+                    val.push(u8::from(has_heartbeat));
+                    tree.insert(cluster.as_str().as_bytes(), val).map(|_| ())
+                }
+                None => tree.remove(cluster.as_str().as_bytes()).map(|_| ()),
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, %cluster, "Cannot persist heartbeat");
+            }
+        }
     }
 
     fn apply_alerts(&mut self, d: &Delivery, now: Timestamp) -> ApplyOutcome {
@@ -277,6 +350,7 @@ impl Engine {
         if let Some(down) = self.heartbeat.check(now) {
             self.apply_alerts(&down, now);
         }
+        self.persist_heartbeats();
         let events = self.correlator.tick(now);
         self.handle_events(events, now);
         let due = self.planner.tick(now);
