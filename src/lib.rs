@@ -9,7 +9,8 @@
 //! - [`config`]: YAML loading, validation that collects every error, secrets.
 //! - [`ingest`]: the Alertmanager v4 webhook payload, validation and source auth.
 //! - [`store`]: sled-backed journal, alert and incident state; schema versioned.
-//! - [`engine`]: the clock-driven core that `serve` and `replay` share.
+//! - [`engine`]: the clock-driven core that `serve` and `replay` share, and the
+//!   dead-man's switch that pages when a cluster's Watchdog heartbeat stops.
 //! - [`correlate`]: incidents from alert transitions, with root causes.
 //! - [`notify`]: which incident events become messages, and their delivery.
 //! - [`analyze`]: metric history, exhaustion forecasts, anomaly scores.
