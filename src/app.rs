@@ -17,7 +17,10 @@ use crate::domain::{Incident, Timestamp};
 use crate::engine::{Clock, Engine, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
 use crate::metrics::Metrics;
-use crate::notify::{Notification, Planner};
+use crate::notify::dispatch::{build_channels, Dispatcher, NotifyMetrics, RetryPolicy};
+use crate::notify::notifier::Links;
+use crate::notify::outbox::Outbox;
+use crate::notify::{Notification, Planner, PlannerSettings};
 use crate::store::Store;
 
 /// Everything loaded and validated at start-up (and by `check-config`).
@@ -26,16 +29,20 @@ pub struct Loaded {
     pub config: Config,
     pub ctx: ValidateCtx,
     pub correlate: CorrelateSettings,
+    /// The compiled routing tree and time intervals.
+    pub notify: PlannerSettings,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
 /// to, collecting every error. `check-config` and `serve` both call this.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
+    let notify = crate::notify::planner_settings(&config);
     Ok(Loaded {
         config,
         ctx,
         correlate: CorrelateSettings::default(),
+        notify,
     })
 }
 
@@ -43,7 +50,7 @@ fn build_engine(loaded: &Loaded, clock: Arc<dyn Clock>) -> Engine {
     Engine::new(
         clock,
         Correlator::new(loaded.correlate.clone()),
-        Planner::new(),
+        Planner::with_settings(loaded.notify.clone()),
     )
 }
 
@@ -54,16 +61,37 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let notify_metrics = NotifyMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let outbox = Outbox::open(&store).context("opening the outbox")?;
+    let channels = build_channels(&cfg.receivers).map_err(anyhow::Error::msg)?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        outbox.clone(),
+        channels,
+        RetryPolicy::default(),
+        notify_metrics,
+        cfg.server.external_url.clone(),
+    ));
     let mut engine = build_engine(&loaded, clock.clone())
         .with_store(store.clone())
         .with_metrics(metrics.clone());
 
     let restored = engine.restore().context("restoring state")?;
     let replayed = recover_journal(&mut engine, &store, cfg)?;
+    let silences = crate::notify::api::restore_silences(&store, &mut engine)?;
+    {
+        let now = engine.now();
+        let open: Vec<Incident> = engine.incidents().into_iter().cloned().collect();
+        let open: Vec<&Incident> = open.iter().collect();
+        engine
+            .planner_mut()
+            .restore(&open, now, |i, r| outbox.last_seq(i, r));
+    }
     tracing::info!(
         alerts = restored,
         journal_replayed = replayed,
+        silences,
+        outbox = outbox.depth(),
         "State recovered"
     );
 
@@ -79,7 +107,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         clock: clock.clone(),
         ready: AtomicBool::new(false),
     });
-    let app = api::router(state.clone(), cfg.server.request_timeout.as_std());
+    let notify_api = Arc::new(crate::notify::api::NotifyApi {
+        engine: engine.clone(),
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        clock: clock.clone(),
+    });
+    let app = api::router(state.clone(), cfg.server.request_timeout.as_std())
+        .merge(crate::notify::api::router(notify_api));
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
@@ -91,12 +126,22 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %cfg.store.path.display(), "stormcast listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wake = Arc::new(tokio::sync::Notify::new());
     let ticker = tokio::spawn(run_ticker(
         engine.clone(),
         store.clone(),
         cfg.clone(),
         stop_rx.clone(),
+        Outlet {
+            dispatcher: dispatcher.clone(),
+            wake: wake.clone(),
+        },
     ));
+    let sender = tokio::spawn(
+        dispatcher
+            .clone()
+            .run(clock.clone(), wake.clone(), stop_rx.clone()),
+    );
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -107,11 +152,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = sender.await;
     {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
-        log_planned(e.take_planned());
+        let planned = e.take_planned();
+        enqueue_planned(&dispatcher, &e, &planned);
     }
+    outbox.flush().context("flushing the outbox")?;
     store.flush().context("flushing the store")?;
     tracing::info!("Stopped");
     Ok(())
@@ -156,6 +204,7 @@ async fn run_ticker(
     store: Store,
     cfg: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    outlet: Outlet,
 ) {
     let mut tick = tokio::time::interval(cfg.engine.tick_interval.as_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,12 +214,14 @@ async fn run_ticker(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let planned = {
+                {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
-                    e.take_planned()
-                };
-                log_planned(planned);
+                    let planned = e.take_planned();
+                    if enqueue_planned(&outlet.dispatcher, &e, &planned) > 0 {
+                        outlet.wake.notify_one();
+                    }
+                }
             }
             _ = compact.tick() => {
                 let now = engine.lock().expect("engine lock").now();
@@ -192,9 +243,44 @@ async fn run_ticker(
     }
 }
 
-fn log_planned(planned: Vec<Notification>) {
+/// Where planned notifications go in `serve`.
+struct Outlet {
+    dispatcher: Arc<Dispatcher>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Persists planned notifications in the outbox (before any send), with the
+/// incident snapshot and links they will be rendered from.
+fn enqueue_planned(dispatcher: &Dispatcher, engine: &Engine, planned: &[Notification]) -> usize {
+    if planned.is_empty() {
+        return 0;
+    }
     for n in planned {
-        tracing::info!(incident = %n.incident, receiver = %n.receiver, status = ?n.status, "Notification planned");
+        tracing::info!(incident = %n.incident, receiver = %n.receiver, kind = n.kind.as_str(), "Notification planned");
+    }
+    let lookup = |id: &str| {
+        let inc = engine.incident(id)?.clone();
+        let mut links = Links::default();
+        for a in &inc.alerts {
+            if let Some(st) = engine.alert(a.fingerprint) {
+                if !st.generator_url.is_empty() {
+                    links
+                        .generators
+                        .insert(a.fingerprint.to_string(), st.generator_url.clone());
+                }
+                if !st.external_url.is_empty() && !links.sources.contains(&st.external_url) {
+                    links.sources.push(st.external_url.clone());
+                }
+            }
+        }
+        Some((inc, links))
+    };
+    match dispatcher.enqueue(planned, engine.now(), lookup) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, messages = planned.len(), "Cannot persist notifications in the outbox");
+            0
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! per channel config: [`email`], [`slack`], [`dingtalk`], [`webhook`].
 //! [`render`] turns an incident into each channel's text with minijinja.
 
+pub mod api;
 pub mod dingtalk;
 pub mod dispatch;
 pub mod email;

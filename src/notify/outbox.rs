@@ -166,6 +166,28 @@ impl Outbox {
         Ok(v)
     }
 
+    /// The highest message `seq` queued or delivered for an incident and
+    /// receiver (keys are `incident/receiver/seq/channel`).
+    pub fn last_seq(&self, incident: &str, receiver: &str) -> Option<u32> {
+        let prefix = format!("{incident}/{receiver}/");
+        let seq_of = |k: &[u8]| {
+            std::str::from_utf8(k)
+                .ok()?
+                .strip_prefix(&prefix)?
+                .split('/')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        };
+        self.sent
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .chain(self.keys.scan_prefix(prefix.as_bytes()).keys())
+            .filter_map(|k| k.ok())
+            .filter_map(|k| seq_of(&k))
+            .max()
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.pending.flush()?;
         self.sent.flush()?;

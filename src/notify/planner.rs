@@ -170,6 +170,43 @@ impl Planner {
         self.tick(now)
     }
 
+    /// Rebuilds timers for incidents still open after a restart. `last_seq`
+    /// tells whether (and how far) a receiver was already notified, from the
+    /// outbox; unnotified incidents get their first message, notified ones
+    /// resume repeats and will get their resolved message.
+    pub fn restore(
+        &mut self,
+        incidents: &[&Incident],
+        now: Timestamp,
+        last_seq: impl Fn(&str, &str) -> Option<u32>,
+    ) {
+        for inc in incidents.iter().filter(|i| i.is_open()) {
+            self.incidents.insert(inc.id.clone(), (*inc).clone());
+            for m in self.routes(inc) {
+                let key = (inc.id.clone(), m.receiver.clone());
+                let sent = last_seq(&inc.id, &m.receiver);
+                let due = match sent {
+                    None => (
+                        (inc.opened_at + m.timing.group_wait).max(now),
+                        MessageKind::First,
+                    ),
+                    Some(_) => (now + m.timing.repeat_interval, MessageKind::Repeat),
+                };
+                self.tracks.insert(
+                    key.clone(),
+                    Track {
+                        matched: m,
+                        due: None,
+                        sent_firing: sent.is_some(),
+                        last_sent: sent.map(|_| now),
+                        seq: sent.map_or(0, |s| s + 1),
+                    },
+                );
+                self.set_due(&key, Some(due));
+            }
+        }
+    }
+
     /// The next time the planner has work to do (hold timers, repeats).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.due_index.first().map(|(t, _)| *t)
