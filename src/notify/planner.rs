@@ -241,7 +241,11 @@ impl Planner {
                 continue;
             }
             if !track.matched.allowed_at(now, &self.settings.intervals) {
-                let next = now + chrono::Duration::minutes(1);
+                // Intervals are minute-grained: re-check at the next minute.
+                let ms = now.timestamp_millis();
+                let next =
+                    chrono::DateTime::from_timestamp_millis(ms - ms.rem_euclid(60_000) + 60_000)
+                        .unwrap_or(now + chrono::Duration::minutes(1));
                 self.set_due(&key, Some((next, kind)));
                 continue;
             }
