@@ -101,6 +101,8 @@ pub struct Received {
     pub query: String,
     pub body: serde_json::Value,
     pub at: std::time::Instant,
+    /// Whether the stand-in accepted it.
+    pub ok: bool,
 }
 
 #[derive(Default)]
@@ -133,13 +135,15 @@ pub async fn stand_in(state: StandIn) -> String {
                     s.bad_signatures += 1;
                 }
             }
+            let a = s.answers.pop_front();
+            let a = a.or_else(|| s.default.clone()).unwrap_or(Answer::Ok);
             s.received.push(Received {
                 query: q,
                 body,
                 at: std::time::Instant::now(),
+                ok: matches!(a, Answer::Ok),
             });
-            let a = s.answers.pop_front();
-            a.or_else(|| s.default.clone()).unwrap_or(Answer::Ok)
+            a
         };
         match answer {
             Answer::Ok => (StatusCode::OK, r#"{"errcode":0,"errmsg":"ok"}"#).into_response(),
