@@ -17,7 +17,10 @@ use crate::domain::{Incident, Timestamp};
 use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
 use crate::metrics::Metrics;
-use crate::notify::{Notification, Planner};
+use crate::notify::dispatch::{build_channels, Dispatcher, NotifyMetrics, RetryPolicy};
+use crate::notify::notifier::Links;
+use crate::notify::outbox::Outbox;
+use crate::notify::{Notification, Planner, PlannerSettings};
 use crate::store::Store;
 
 /// Everything loaded and validated at start-up (and by `check-config`).
@@ -26,16 +29,20 @@ pub struct Loaded {
     pub config: Config,
     pub ctx: ValidateCtx,
     pub correlate: CorrelateSettings,
+    /// The compiled routing tree and time intervals.
+    pub notify: PlannerSettings,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
 /// to, collecting every error. `check-config` and `serve` both call this.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
+    let notify = crate::notify::planner_settings(&config);
     Ok(Loaded {
         config,
         ctx,
         correlate: CorrelateSettings::default(),
+        notify,
     })
 }
 
@@ -47,7 +54,7 @@ fn build_engine(
     Engine::new(
         clock,
         Correlator::new(loaded.correlate.clone()),
-        Planner::new(),
+        Planner::with_settings(loaded.notify.clone()),
     )
     .with_heartbeat(loaded.config.heartbeat.clone(), heartbeat_metrics)
 }
@@ -59,17 +66,38 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let notify_metrics = NotifyMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
+    let outbox = Outbox::open(&store).context("opening the outbox")?;
+    let channels = build_channels(&cfg.receivers).map_err(anyhow::Error::msg)?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        outbox.clone(),
+        channels,
+        RetryPolicy::default(),
+        notify_metrics,
+        cfg.server.external_url.clone(),
+    ));
     let mut engine = build_engine(&loaded, clock.clone(), Some(heartbeat_metrics))
         .with_store(store.clone())
         .with_metrics(metrics.clone());
 
     let restored = engine.restore().context("restoring state")?;
     let replayed = recover_journal(&mut engine, &store, cfg)?;
+    let silences = crate::notify::api::restore_silences(&store, &mut engine)?;
+    {
+        let now = engine.now();
+        let open: Vec<Incident> = engine.incidents().into_iter().cloned().collect();
+        let open: Vec<&Incident> = open.iter().collect();
+        engine
+            .planner_mut()
+            .restore(&open, now, |i, r| outbox.last_seq(i, r));
+    }
     tracing::info!(
         alerts = restored,
         journal_replayed = replayed,
+        silences,
+        outbox = outbox.depth(),
         "State recovered"
     );
 
@@ -85,7 +113,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         clock: clock.clone(),
         ready: AtomicBool::new(false),
     });
-    let app = api::router(state.clone(), cfg.server.request_timeout.as_std());
+    let notify_api = Arc::new(crate::notify::api::NotifyApi {
+        engine: engine.clone(),
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        clock: clock.clone(),
+    });
+    let app = api::router(state.clone(), cfg.server.request_timeout.as_std())
+        .merge(crate::notify::api::router(notify_api));
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
@@ -97,12 +132,22 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %cfg.store.path.display(), "stormcast listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wake = Arc::new(tokio::sync::Notify::new());
     let ticker = tokio::spawn(run_ticker(
         engine.clone(),
         store.clone(),
         cfg.clone(),
         stop_rx.clone(),
+        Outlet {
+            dispatcher: dispatcher.clone(),
+            wake: wake.clone(),
+        },
     ));
+    let sender = tokio::spawn(
+        dispatcher
+            .clone()
+            .run(clock.clone(), wake.clone(), stop_rx.clone()),
+    );
 
     // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
     // journaled before it is acknowledged), then persist everything, all
@@ -134,19 +179,23 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
-    let planned = {
+    let _ = sender.await;
+    // Whatever the last tick plans goes into the durable outbox: sent now if
+    // the dispatcher still runs, otherwise by the next start.
+    {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
-        e.take_planned()
-    };
-    log_planned(planned.clone());
-    let deadline = started + SHUTDOWN_GRACE.saturating_sub(REQUEST_DRAIN);
-    drain_outbox(&store, planned, deadline).await;
-    let s = store.clone();
-    tokio::task::spawn_blocking(move || s.flush())
-        .await
-        .context("flushing the store")?
-        .context("flushing the store")?;
+        let planned = e.take_planned();
+        enqueue_planned(&dispatcher, &e, &planned);
+    }
+    let (o, s) = (outbox.clone(), store.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        o.flush().context("flushing the outbox")?;
+        s.flush().context("flushing the store")?;
+        Ok(())
+    })
+    .await
+    .context("flushing")??;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
         "Stopped: state persisted"
@@ -160,20 +209,6 @@ pub const REQUEST_DRAIN: Duration = Duration::from_secs(10);
 /// The whole shutdown budget, below Kubernetes' default
 /// `terminationGracePeriodSeconds` (30) and the manifests' value.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
-
-/// Shutdown hook for the notification outbox: deliver (or durably keep) every
-/// planned message before `deadline`. Messages not sent by then must stay in
-/// the outbox tree so the next start sends them. Until the outbox lands,
-/// planned messages are only logged, and there is nothing to flush.
-async fn drain_outbox(_store: &Store, planned: Vec<Notification>, deadline: std::time::Instant) {
-    tracing::debug!(
-        planned = planned.len(),
-        budget_ms = deadline
-            .saturating_duration_since(std::time::Instant::now())
-            .as_millis() as u64,
-        "Outbox drained"
-    );
-}
 
 /// Re-applies journal entries the engine had not applied before it stopped.
 fn recover_journal(engine: &mut Engine, store: &Store, cfg: &Config) -> anyhow::Result<usize> {
@@ -214,6 +249,7 @@ async fn run_ticker(
     store: Store,
     cfg: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    outlet: Outlet,
 ) {
     let mut tick = tokio::time::interval(cfg.engine.tick_interval.as_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,12 +259,14 @@ async fn run_ticker(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let planned = {
+                {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
-                    e.take_planned()
-                };
-                log_planned(planned);
+                    let planned = e.take_planned();
+                    if enqueue_planned(&outlet.dispatcher, &e, &planned) > 0 {
+                        outlet.wake.notify_one();
+                    }
+                }
             }
             _ = compact.tick() => {
                 let now = engine.lock().expect("engine lock").now();
@@ -250,9 +288,44 @@ async fn run_ticker(
     }
 }
 
-fn log_planned(planned: Vec<Notification>) {
+/// Where planned notifications go in `serve`.
+struct Outlet {
+    dispatcher: Arc<Dispatcher>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Persists planned notifications in the outbox (before any send), with the
+/// incident snapshot and links they will be rendered from.
+fn enqueue_planned(dispatcher: &Dispatcher, engine: &Engine, planned: &[Notification]) -> usize {
+    if planned.is_empty() {
+        return 0;
+    }
     for n in planned {
-        tracing::info!(incident = %n.incident, receiver = %n.receiver, status = ?n.status, "Notification planned");
+        tracing::info!(incident = %n.incident, receiver = %n.receiver, kind = n.kind.as_str(), "Notification planned");
+    }
+    let lookup = |id: &str| {
+        let inc = engine.incident(id)?.clone();
+        let mut links = Links::default();
+        for a in &inc.alerts {
+            if let Some(st) = engine.alert(a.fingerprint) {
+                if !st.generator_url.is_empty() {
+                    links
+                        .generators
+                        .insert(a.fingerprint.to_string(), st.generator_url.clone());
+                }
+                if !st.external_url.is_empty() && !links.sources.contains(&st.external_url) {
+                    links.sources.push(st.external_url.clone());
+                }
+            }
+        }
+        Some((inc, links))
+    };
+    match dispatcher.enqueue(planned, engine.now(), lookup) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, messages = planned.len(), "Cannot persist notifications in the outbox");
+            0
+        }
     }
 }
 

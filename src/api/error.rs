@@ -93,3 +93,9 @@ impl From<StoreError> for ApiError {
         )
     }
 }
+
+impl From<crate::notify::silence::SilenceError> for ApiError {
+    fn from(e: crate::notify::silence::SilenceError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_silence", e.to_string())
+    }
+}

@@ -211,6 +211,15 @@ impl Engine {
         self.clock.now()
     }
 
+    /// The notification planner (silences, acknowledgements).
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    pub fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
+
     /// Loads alert and incident state from the store. Call once, before the
     /// first delivery; then re-apply the journal past [`Store::applied`].
     pub fn restore(&mut self) -> Result<usize, StoreError> {

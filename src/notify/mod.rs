@@ -1,55 +1,137 @@
 //! Notification: decides which incident events become messages, for which
 //! receivers, and (in `serve`) delivers them from a durable outbox.
 //!
-//! This first version plans one message when an incident opens and one when it
-//! resolves, for a single `default` receiver; routing, channels and the outbox
-//! build on the same [`Planner`] interface.
+//! Flow: [`Planner`] (routing tree, holds, updates, repeats, silences, acks)
+//! → [`outbox::Outbox`] (sled, persisted before any send) → [`dispatch::Dispatcher`]
+//! (rate limits, retries with backoff, circuit breaker) → one [`notifier::Notifier`]
+//! per channel config: [`email`], [`slack`], [`dingtalk`], [`webhook`].
+//! [`render`] turns an incident into each channel's text with minijinja.
+
+pub mod api;
+pub mod dingtalk;
+pub mod dispatch;
+pub mod email;
+pub mod matcher;
+pub mod notifier;
+pub mod outbox;
+mod planner;
+pub mod render;
+pub mod route;
+pub mod silence;
+pub mod slack;
+pub mod timeinterval;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use planner::{Planner, PlannerSettings};
+pub use route::RouteConfig;
+pub use timeinterval::TimeIntervalConfig;
+
 use crate::config::{Config, ConfigErrors, ValidateCtx};
-use crate::correlate::IncidentEvent;
-use crate::domain::{Incident, Timestamp};
+use crate::domain::Timestamp;
 
-/// The routing tree root, in Alertmanager's syntax.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RouteConfig {
-    /// Receiver for incidents no child route matches.
-    pub receiver: Option<String>,
-}
-
-/// A notification receiver.
+/// A notification receiver: a name routes refer to, and the channels it
+/// delivers to (Alertmanager's `*_configs` lists).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReceiverConfig {
+    /// Name routes refer to.
     pub name: String,
+    /// SMTP deliveries.
+    pub email_configs: Vec<email::EmailConfig>,
+    /// Slack incoming webhooks.
+    pub slack_configs: Vec<slack::SlackConfig>,
+    /// DingTalk custom robots.
+    pub dingtalk_configs: Vec<dingtalk::DingtalkConfig>,
+    /// Generic JSON webhooks.
+    pub webhook_configs: Vec<webhook::WebhookConfig>,
 }
 
-/// A named set of time ranges, as in Alertmanager's `time_intervals`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TimeIntervalConfig {
-    pub name: String,
-}
-
-/// Validates `route`, `receivers` and `time_intervals` together.
-pub fn validate_config(config: &mut Config, _ctx: &ValidateCtx, errs: &mut ConfigErrors) {
-    let mut names = std::collections::HashSet::new();
-    for (i, r) in config.receivers.iter().enumerate() {
-        if r.name.is_empty() {
-            errs.push(format!("receivers[{i}].name"), "required");
-        } else if !names.insert(r.name.as_str()) {
+fn compile_intervals(
+    config: &Config,
+    errs: &mut ConfigErrors,
+) -> HashMap<String, timeinterval::TimeInterval> {
+    let mut out = HashMap::new();
+    for (i, t) in config.time_intervals.iter().enumerate() {
+        let path = format!("time_intervals[{i}]");
+        if t.name.is_empty() {
+            errs.push(format!("{path}.name"), "required");
+            continue;
+        }
+        let ti = t.compile(&path, errs);
+        if out.insert(t.name.clone(), ti).is_some() {
             errs.push(
-                format!("receivers[{i}].name"),
-                format!("duplicate receiver {:?}", r.name),
+                format!("{path}.name"),
+                format!("duplicate time interval {:?}", t.name),
             );
         }
     }
-    if let Some(recv) = config.route.as_ref().and_then(|r| r.receiver.as_ref()) {
-        if !names.contains(recv.as_str()) {
-            errs.push("route.receiver", format!("undefined receiver {recv:?}"));
+    out
+}
+
+/// Validates `route`, `receivers` and `time_intervals` together, resolving
+/// channel secrets in place.
+pub fn validate_config(config: &mut Config, ctx: &ValidateCtx, errs: &mut ConfigErrors) {
+    let mut names = std::collections::HashSet::new();
+    for (i, r) in config.receivers.iter_mut().enumerate() {
+        let path = format!("receivers[{i}]");
+        if r.name.is_empty() {
+            errs.push(format!("{path}.name"), "required");
+        } else if !names.insert(r.name.clone()) {
+            errs.push(
+                format!("{path}.name"),
+                format!("duplicate receiver {:?}", r.name),
+            );
         }
+        for (j, c) in r.email_configs.iter_mut().enumerate() {
+            c.validate(&format!("{path}.email_configs[{j}]"), ctx, errs);
+        }
+        for (j, c) in r.slack_configs.iter_mut().enumerate() {
+            c.validate(&format!("{path}.slack_configs[{j}]"), ctx, errs);
+        }
+        for (j, c) in r.dingtalk_configs.iter_mut().enumerate() {
+            c.validate(&format!("{path}.dingtalk_configs[{j}]"), ctx, errs);
+        }
+        for (j, c) in r.webhook_configs.iter_mut().enumerate() {
+            c.validate(&format!("{path}.webhook_configs[{j}]"), ctx, errs);
+        }
+    }
+    if let Some(ext) = &config.server.external_url {
+        if !(ext.starts_with("http://") || ext.starts_with("https://")) {
+            errs.push(
+                "server.external_url",
+                format!("{ext:?} must start with http:// or https://"),
+            );
+        }
+    }
+    let intervals = compile_intervals(config, errs);
+    match &config.route {
+        Some(route) => {
+            let receivers: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+            route.compile(&receivers, &intervals, errs);
+        }
+        None if !config.receivers.is_empty() => {
+            errs.push("route", "receivers are defined but no route sends to them");
+        }
+        None => {}
+    }
+}
+
+/// Builds the planner's settings from a validated config.
+pub fn planner_settings(config: &Config) -> PlannerSettings {
+    let mut errs = ConfigErrors::default();
+    let intervals = compile_intervals(config, &mut errs);
+    let route = config.route.as_ref().map(|r| {
+        let receivers: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+        Arc::new(r.compile(&receivers, &intervals, &mut errs))
+    });
+    PlannerSettings {
+        route,
+        intervals: Arc::new(intervals),
     }
 }
 
@@ -61,6 +143,32 @@ pub enum NotificationStatus {
     Resolved,
 }
 
+/// Why a message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// The first message about an incident.
+    #[default]
+    First,
+    /// The root cause, scope or severity changed.
+    Update,
+    /// `repeat_interval` passed without an acknowledgement.
+    Repeat,
+    /// The incident ended.
+    Resolved,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::First => "first",
+            MessageKind::Update => "update",
+            MessageKind::Repeat => "repeat",
+            MessageKind::Resolved => "resolved",
+        }
+    }
+}
+
 /// One planned message, as `replay` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
@@ -68,42 +176,13 @@ pub struct Notification {
     pub incident: String,
     pub receiver: String,
     pub status: NotificationStatus,
-}
-
-/// Turns incident events into planned messages.
-#[derive(Debug, Default)]
-pub struct Planner {}
-
-impl Planner {
-    pub fn new() -> Self {
-        Planner {}
-    }
-
-    pub fn plan(
-        &mut self,
-        event: &IncidentEvent,
-        _incident: &Incident,
-        now: Timestamp,
-    ) -> Vec<Notification> {
-        let status = match event {
-            IncidentEvent::Opened { .. } => NotificationStatus::Firing,
-            IncidentEvent::Resolved { .. } => NotificationStatus::Resolved,
-            IncidentEvent::Updated { .. } => return Vec::new(),
-        };
-        vec![Notification {
-            at: now,
-            incident: event.id().to_owned(),
-            receiver: "default".to_owned(),
-            status,
-        }]
-    }
-
-    /// The next time the planner has work to do (hold timers, repeats).
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        None
-    }
-
-    pub fn tick(&mut self, _now: Timestamp) -> Vec<Notification> {
-        Vec::new()
-    }
+    /// Why it is sent.
+    #[serde(default)]
+    pub kind: MessageKind,
+    /// 0 for the first message to this receiver about this incident, then 1, 2…
+    #[serde(default)]
+    pub seq: u32,
+    /// Idempotency key: `incident/receiver/seq`.
+    #[serde(default)]
+    pub key: String,
 }

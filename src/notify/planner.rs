@@ -1,0 +1,363 @@
+//! The planner: decides when an incident becomes a message, for which receivers.
+//!
+//! Per (incident, receiver) it holds the first message for the route's
+//! `group_wait` so the root cause can arrive, sends an update only on a
+//! meaningful change (root cause, a new cluster, higher severity) and no more
+//! often than `group_interval`, repeats an unacknowledged firing incident every
+//! `repeat_interval`, and sends a resolved message once it ends. Silences and
+//! the route's time intervals defer messages. Time only comes in as `now`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::matcher::{all_match, Matcher};
+use super::route::{incident_label_sets, Matched, Route, Timing};
+use super::silence::{Silence, SilenceError};
+use super::timeinterval::TimeInterval;
+use super::{MessageKind, Notification, NotificationStatus};
+use crate::correlate::{Change, IncidentEvent};
+use crate::domain::{Incident, Timestamp};
+
+/// What the planner needs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PlannerSettings {
+    /// The compiled routing tree; `None` routes everything to `default`.
+    pub route: Option<Arc<Route>>,
+    pub intervals: Arc<HashMap<String, TimeInterval>>,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    matched: Matched,
+    due: Option<(Timestamp, MessageKind)>,
+    sent_firing: bool,
+    last_sent: Option<Timestamp>,
+    seq: u32,
+}
+
+type Key = (String, String);
+
+/// Turns incident events into planned messages.
+#[derive(Debug, Default)]
+pub struct Planner {
+    settings: PlannerSettings,
+    tracks: BTreeMap<Key, Track>,
+    due_index: BTreeSet<(Timestamp, Key)>,
+    incidents: HashMap<String, Incident>,
+    acked: HashSet<String>,
+    silences: Vec<(Silence, Vec<Matcher>)>,
+}
+
+impl Planner {
+    pub fn new() -> Self {
+        Planner::default()
+    }
+
+    pub fn with_settings(settings: PlannerSettings) -> Self {
+        Planner {
+            settings,
+            ..Default::default()
+        }
+    }
+
+    fn routes(&self, inc: &Incident) -> Vec<Matched> {
+        match &self.settings.route {
+            Some(r) => r.route(inc),
+            None => vec![Matched {
+                receiver: "default".to_owned(),
+                timing: Timing::default(),
+                mute: Vec::new(),
+                active: Vec::new(),
+            }],
+        }
+    }
+
+    fn set_due(&mut self, key: &Key, due: Option<(Timestamp, MessageKind)>) {
+        let Some(t) = self.tracks.get_mut(key) else {
+            return;
+        };
+        if let Some((old, _)) = t.due {
+            self.due_index.remove(&(old, key.clone()));
+        }
+        t.due = due;
+        if let Some((at, _)) = due {
+            self.due_index.insert((at, key.clone()));
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.set_due(key, None);
+        self.tracks.remove(key);
+    }
+
+    fn keys_of(&self, id: &str) -> Vec<Key> {
+        self.tracks
+            .range((id.to_owned(), String::new())..)
+            .take_while(|(k, _)| k.0 == id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Adds tracks for receivers the incident newly routes to.
+    fn add_routes(&mut self, inc: &Incident, now: Timestamp) {
+        for m in self.routes(inc) {
+            let key = (inc.id.clone(), m.receiver.clone());
+            if self.tracks.contains_key(&key) {
+                continue;
+            }
+            let at = (inc.opened_at + m.timing.group_wait).max(now);
+            self.tracks.insert(
+                key.clone(),
+                Track {
+                    matched: m,
+                    due: None,
+                    sent_firing: false,
+                    last_sent: None,
+                    seq: 0,
+                },
+            );
+            self.set_due(&key, Some((at, MessageKind::First)));
+        }
+    }
+
+    pub fn plan(
+        &mut self,
+        event: &IncidentEvent,
+        incident: &Incident,
+        now: Timestamp,
+    ) -> Vec<Notification> {
+        let id = event.id().to_owned();
+        self.incidents.insert(id.clone(), incident.clone());
+        match event {
+            IncidentEvent::Opened { .. } => self.add_routes(incident, now),
+            IncidentEvent::Updated { change, .. } => {
+                if *change == Change::Members {
+                    return Vec::new();
+                }
+                self.acked.remove(&id);
+                for key in self.keys_of(&id) {
+                    let t = &self.tracks[&key];
+                    if !t.sent_firing {
+                        continue; // the pending first message will carry the change
+                    }
+                    if matches!(t.due, Some((_, MessageKind::Update))) {
+                        continue;
+                    }
+                    let at = t
+                        .last_sent
+                        .map_or(now, |l| (l + t.matched.timing.group_interval).max(now));
+                    self.set_due(&key, Some((at, MessageKind::Update)));
+                }
+                if incident.is_open() {
+                    self.add_routes(incident, now);
+                }
+            }
+            IncidentEvent::Resolved { .. } => {
+                for key in self.keys_of(&id) {
+                    if self.tracks[&key].sent_firing {
+                        self.set_due(&key, Some((now, MessageKind::Resolved)));
+                    } else {
+                        self.remove(&key);
+                    }
+                }
+                self.acked.remove(&id);
+                if self.keys_of(&id).is_empty() {
+                    self.incidents.remove(&id);
+                }
+            }
+        }
+        // Messages due right away (group_wait 0) go out without waiting for a tick.
+        self.tick(now)
+    }
+
+    /// Rebuilds timers for incidents still open after a restart. `last_seq`
+    /// tells whether (and how far) a receiver was already notified, from the
+    /// outbox; unnotified incidents get their first message, notified ones
+    /// resume repeats and will get their resolved message.
+    pub fn restore(
+        &mut self,
+        incidents: &[&Incident],
+        now: Timestamp,
+        last_seq: impl Fn(&str, &str) -> Option<u32>,
+    ) {
+        for inc in incidents.iter().filter(|i| i.is_open()) {
+            self.incidents.insert(inc.id.clone(), (*inc).clone());
+            for m in self.routes(inc) {
+                let key = (inc.id.clone(), m.receiver.clone());
+                let sent = last_seq(&inc.id, &m.receiver);
+                let due = match sent {
+                    None => (
+                        (inc.opened_at + m.timing.group_wait).max(now),
+                        MessageKind::First,
+                    ),
+                    Some(_) => (now + m.timing.repeat_interval, MessageKind::Repeat),
+                };
+                self.tracks.insert(
+                    key.clone(),
+                    Track {
+                        matched: m,
+                        due: None,
+                        sent_firing: sent.is_some(),
+                        last_sent: sent.map(|_| now),
+                        seq: sent.map_or(0, |s| s + 1),
+                    },
+                );
+                self.set_due(&key, Some(due));
+            }
+        }
+    }
+
+    /// The next time the planner has work to do (hold timers, repeats).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.due_index.first().map(|(t, _)| *t)
+    }
+
+    /// Emits every message due at `now`.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Notification> {
+        let mut out = Vec::new();
+        while let Some((at, key)) = self.due_index.first().cloned() {
+            if at > now {
+                break;
+            }
+            let Some(track) = self.tracks.get(&key).cloned() else {
+                self.due_index.remove(&(at, key));
+                continue;
+            };
+            let Some((_, kind)) = track.due else {
+                self.due_index.remove(&(at, key));
+                continue;
+            };
+            let Some(inc) = self.incidents.get(&key.0) else {
+                self.remove(&key);
+                continue;
+            };
+            if let Some(until) = self.silenced_until(inc, now) {
+                if kind == MessageKind::Resolved {
+                    // Nothing to resolve for people who were told nothing new.
+                    self.remove(&key);
+                } else {
+                    self.set_due(&key, Some((until, kind)));
+                }
+                continue;
+            }
+            if !track.matched.allowed_at(now, &self.settings.intervals) {
+                // Intervals are minute-grained: re-check at the next minute.
+                let ms = now.timestamp_millis();
+                let next =
+                    chrono::DateTime::from_timestamp_millis(ms - ms.rem_euclid(60_000) + 60_000)
+                        .unwrap_or(now + chrono::Duration::minutes(1));
+                self.set_due(&key, Some((next, kind)));
+                continue;
+            }
+            let status = if kind == MessageKind::Resolved {
+                NotificationStatus::Resolved
+            } else {
+                NotificationStatus::Firing
+            };
+            out.push(Notification {
+                at: now,
+                incident: key.0.clone(),
+                receiver: key.1.clone(),
+                status,
+                kind,
+                seq: track.seq,
+                key: format!("{}/{}/{}", key.0, key.1, track.seq),
+            });
+            if kind == MessageKind::Resolved {
+                self.remove(&key);
+                if self.keys_of(&key.0).is_empty() {
+                    self.incidents.remove(&key.0);
+                }
+                continue;
+            }
+            let repeat = track.matched.timing.repeat_interval;
+            if let Some(t) = self.tracks.get_mut(&key) {
+                t.sent_firing = true;
+                t.last_sent = Some(now);
+                t.seq += 1;
+            }
+            let next = if self.acked.contains(&key.0) {
+                None
+            } else {
+                Some((now + repeat, MessageKind::Repeat))
+            };
+            self.set_due(&key, next);
+        }
+        out
+    }
+
+    fn silenced_until(&self, inc: &Incident, now: Timestamp) -> Option<Timestamp> {
+        let sets = incident_label_sets(inc);
+        self.silences
+            .iter()
+            .filter(|(s, ms)| {
+                s.starts_at <= now && now < s.ends_at && sets.iter().any(|l| all_match(ms, l))
+            })
+            .map(|(s, _)| s.ends_at)
+            .max()
+    }
+
+    /// Acknowledges an incident: no repeats until it changes. Returns false
+    /// when the planner does not know the incident.
+    pub fn ack(&mut self, id: &str) -> bool {
+        if !self.incidents.contains_key(id) {
+            return false;
+        }
+        self.acked.insert(id.to_owned());
+        for key in self.keys_of(id) {
+            if matches!(self.tracks[&key].due, Some((_, MessageKind::Repeat))) {
+                self.set_due(&key, None);
+            }
+        }
+        true
+    }
+
+    pub fn is_acked(&self, id: &str) -> bool {
+        self.acked.contains(id)
+    }
+
+    /// Adds or replaces a silence (by id).
+    pub fn upsert_silence(&mut self, s: Silence) -> Result<(), SilenceError> {
+        let ms = s.validate()?;
+        self.silences.retain(|(x, _)| x.id != s.id);
+        self.silences.push((s, ms));
+        Ok(())
+    }
+
+    /// Ends a silence at `now`. Returns it, or `None` if unknown.
+    pub fn expire_silence(&mut self, id: &str, now: Timestamp) -> Option<Silence> {
+        let (s, _) = self.silences.iter_mut().find(|(s, _)| s.id == id)?;
+        if s.ends_at > now {
+            s.ends_at = now.max(s.starts_at + chrono::Duration::milliseconds(1));
+        }
+        let s = s.clone();
+        // Messages deferred by silences re-check at their normal time.
+        let keys: Vec<Key> = self.tracks.keys().cloned().collect();
+        for k in keys {
+            let t = &self.tracks[&k];
+            let normal = match t.due {
+                Some((at, MessageKind::First)) if at > now => self
+                    .incidents
+                    .get(&k.0)
+                    .map(|i| (i.opened_at + t.matched.timing.group_wait).max(now)),
+                Some((at, MessageKind::Update)) if at > now => t
+                    .last_sent
+                    .map(|l| (l + t.matched.timing.group_interval).max(now)),
+                _ => None,
+            };
+            if let (Some(n), Some((_, kind))) = (normal, t.due) {
+                self.set_due(&k, Some((n, kind)));
+            }
+        }
+        Some(s)
+    }
+
+    pub fn silences(&self) -> impl Iterator<Item = &Silence> {
+        self.silences.iter().map(|(s, _)| s)
+    }
+
+    /// Drops silences that expired before `cutoff`.
+    pub fn forget_silences_before(&mut self, cutoff: Timestamp) {
+        self.silences.retain(|(s, _)| s.ends_at >= cutoff);
+    }
+}
