@@ -222,7 +222,7 @@ async fn run_ticker(
                     snapshot_planned(&e, planned)
                 };
                 if enqueue_planned(&outlet.dispatcher, batch) > 0 {
-                    outlet.wake.notify_one();
+                    outlet.wake.notify_waiters();
                 }
             }
             _ = compact.tick() => {

@@ -167,3 +167,64 @@ async fn permanent_failures_stay_visible_and_the_breaker_opens() {
         assert!(now < t0 + Duration::minutes(30), "never recovered");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_channel_does_not_delay_the_others() {
+    let hung: StandIn = Arc::default();
+    hung.lock().unwrap().default = Some(Answer::Hang);
+    let fine: StandIn = Arc::default();
+    let hung_url = stand_in(hung.clone()).await;
+    let fine_url = stand_in(fine.clone()).await;
+    let mk = |url: String| {
+        Arc::new(Slack::new(
+            SlackConfig {
+                api_url: Some(Secret::new(url)),
+                timeout: PromDuration::secs(30),
+                ..Default::default()
+            },
+            http_client(),
+        ))
+    };
+    let store = Store::temporary().unwrap();
+    let outbox = Outbox::open(&store).unwrap();
+    let d = Arc::new(Dispatcher::new(
+        outbox.clone(),
+        vec![
+            (
+                "ops".into(),
+                "ops/slack[0]".into(),
+                mk(format!("{hung_url}/a")),
+            ),
+            (
+                "ops".into(),
+                "ops/slack[1]".into(),
+                mk(format!("{fine_url}/b")),
+            ),
+        ],
+        RetryPolicy::default(),
+        NotifyMetrics::default(),
+        None,
+    ));
+    let clock: Arc<dyn stormcast::engine::Clock> = Arc::new(stormcast::engine::SystemClock);
+    let now = clock.now();
+    enqueue(&d, "inc-a", now);
+    enqueue(&d, "inc-b", now);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(d.clone().run(clock, wake, stop_rx));
+    let start = std::time::Instant::now();
+    while fine.lock().unwrap().received.len() < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "healthy channel was held up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hung.lock().unwrap().received.len(),
+        1,
+        "the hung channel is still waiting on its first request"
+    );
+    let _ = stop_tx.send(true);
+    task.abort();
+}
