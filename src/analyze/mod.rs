@@ -1,6 +1,8 @@
 //! Analysis: metric history, exhaustion forecasts and anomaly scores. Its
 //! predictions re-enter the engine as alerts from [`PREDICTIVE_SOURCE`].
 
+pub mod anomaly;
+pub mod eval;
 pub mod forecast;
 pub mod series;
 pub mod stats;
