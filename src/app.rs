@@ -26,16 +26,22 @@ pub struct Loaded {
     pub config: Config,
     pub ctx: ValidateCtx,
     pub correlate: CorrelateSettings,
+    /// Forecast models (`models/*.yaml`, or the built-in set when the default
+    /// folder does not exist).
+    pub models: Vec<crate::analyze::models::ModelDef>,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
 /// to, collecting every error. `check-config` and `serve` both call this.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
+    let models =
+        crate::analyze::models::load_models(&config.models_dir(&ctx), config.models_dir.is_some())?;
     Ok(Loaded {
         config,
         ctx,
         correlate: CorrelateSettings::default(),
+        models,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod anomaly;
 pub mod eval;
 pub mod forecast;
 pub mod history;
+pub mod models;
 pub mod series;
 pub mod stats;
 
