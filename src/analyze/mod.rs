@@ -6,6 +6,7 @@ pub mod eval;
 pub mod forecast;
 pub mod history;
 pub mod models;
+pub mod report;
 pub mod series;
 pub mod stats;
 
