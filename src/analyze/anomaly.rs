@@ -90,8 +90,8 @@ impl OnlineScorer {
         let mut score = 0.0;
         if self.n >= WARMUP {
             score = 1.0 - (-(z.abs() - 3.0).max(0.0) / 1.5).exp();
-            self.cusum_pos = (self.cusum_pos + z.clamp(-10.0, 10.0) - CUSUM_K).max(0.0);
-            self.cusum_neg = (self.cusum_neg - z.clamp(-10.0, 10.0) - CUSUM_K).max(0.0);
+            self.cusum_pos = (self.cusum_pos + z.clamp(-4.0, 4.0) - CUSUM_K).max(0.0);
+            self.cusum_neg = (self.cusum_neg - z.clamp(-4.0, 4.0) - CUSUM_K).max(0.0);
         }
         self.recent.push(r);
         if self.recent.len() > 6 {

@@ -2,11 +2,13 @@
 //! predictions re-enter the engine as alerts from [`PREDICTIVE_SOURCE`].
 
 pub mod anomaly;
+pub mod cli;
 pub mod eval;
 pub mod forecast;
 pub mod history;
 pub mod models;
 pub mod report;
+pub mod run;
 pub mod series;
 pub mod stats;
 
