@@ -387,6 +387,7 @@ mod tests {
             error: Some("insufficient history".into()),
             forecast: None,
             history: vec![],
+            anomaly_score: None,
         };
         let t = table(&[r]);
         assert!(t.contains("error: insufficient history"));

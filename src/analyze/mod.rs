@@ -1,6 +1,7 @@
 //! Analysis: metric history, exhaustion forecasts and anomaly scores. Its
 //! predictions re-enter the engine as alerts from [`PREDICTIVE_SOURCE`].
 
+pub mod alerts;
 pub mod anomaly;
 pub mod cli;
 pub mod eval;

@@ -26,6 +26,9 @@ pub struct SeriesResult {
     /// Recent history for the chart (downsampled), not serialised in JSON output.
     #[serde(skip)]
     pub history: Vec<(i64, f64)>,
+    /// Online anomaly score of the latest sample, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_score: Option<f64>,
 }
 
 impl SeriesResult {
@@ -377,6 +380,7 @@ mod tests {
             error: None,
             forecast: Some(forecast(&pts, 100.0, &ForecastParams::default()).unwrap()),
             history: downsample(&pts, 200),
+            anomaly_score: None,
         }
     }
 
@@ -392,6 +396,7 @@ mod tests {
             error: Some("insufficient history".into()),
             forecast: None,
             history: Vec::new(),
+            anomaly_score: None,
         };
         let r = Report::new(Utc::now(), vec![quiet, broken, slow, fast]);
         let names: Vec<&str> = r.series.iter().map(|s| s.name.as_str()).collect();

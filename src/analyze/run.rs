@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::anomaly::score_series;
 use super::forecast::{forecast, ForecastParams};
 use super::history::{HistoryConfig, HistoryError, PromClient};
 use super::models::ModelDef;
@@ -62,6 +63,7 @@ pub fn forecast_many(
                 error: Some("forecast worker failed".into()),
                 forecast: None,
                 history: Vec::new(),
+                anomaly_score: None,
             })
         })
         .collect()
@@ -90,6 +92,7 @@ fn forecast_one(
         } else {
             Vec::new()
         },
+        anomaly_score: None,
     }
 }
 
@@ -158,10 +161,14 @@ pub async fn evaluate_model(
         ..Default::default()
     };
     let name = model.name.clone();
+    let anomaly = model.anomaly;
     let results = tokio::task::spawn_blocking(move || {
         let mut r = forecast_many(&inputs, &params, keep_history, &|| {});
-        for x in &mut r {
+        for (x, (s, _)) in r.iter_mut().zip(&inputs) {
             x.model = Some(name.clone());
+            if anomaly {
+                x.anomaly_score = score_series(&s.points).into_iter().rev().flatten().next();
+            }
         }
         r
     })
