@@ -121,12 +121,15 @@ pub fn anomaly_alert(
     Some((labels, annotations))
 }
 
+/// One model's firing alerts: label set → (startsAt, last annotations).
+type ModelAlerts = BTreeMap<BTreeMap<String, String>, (DateTime<Utc>, Value)>;
+
 /// Tracks which predictive alerts are firing, so that the ones no longer
 /// predicted are sent as resolved.
 #[derive(Debug, Default)]
 pub struct PredictiveState {
     /// Per model: label set → (startsAt, last annotations).
-    active: BTreeMap<String, BTreeMap<BTreeMap<String, String>, (DateTime<Utc>, Value)>>,
+    active: BTreeMap<String, ModelAlerts>,
 }
 
 impl PredictiveState {
