@@ -60,6 +60,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let analyze_metrics = crate::analyze::service::AnalyzeMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut engine = build_engine(&loaded, clock.clone())
         .with_store(store.clone())
@@ -104,6 +105,15 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let forecaster = tokio::spawn(crate::analyze::service::run(
+        engine.clone(),
+        store.clone(),
+        loaded.models.clone(),
+        cfg.history.clone(),
+        analyze_metrics,
+        stop_rx.clone(),
+    ));
+
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -113,6 +123,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = forecaster.await;
     {
         let mut e = engine.lock().expect("engine lock");
         e.tick();

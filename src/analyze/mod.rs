@@ -11,6 +11,7 @@ pub mod models;
 pub mod report;
 pub mod run;
 pub mod series;
+pub mod service;
 pub mod stats;
 
 pub use forecast::{

@@ -106,6 +106,10 @@ pub fn router(state: Arc<AppState>, timeout: std::time::Duration) -> Router {
         .route("/api/v1/incidents", get(handlers::list_incidents))
         .route("/api/v1/incidents/{id}", get(handlers::get_incident))
         .route("/api/v1/status", get(handlers::status))
+        .route(
+            "/api/v1/report",
+            get(crate::analyze::service::report_handler),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
