@@ -2,7 +2,7 @@
 //! stormcast and `predict_linear(v[6h], 24h)` on generated series, and anomaly
 //! precision/recall on labelled series.
 //!
-//! `cargo bench --bench forecast_eval` (optionally `-- <per_kind> <seed>`).
+//! `cargo bench --bench forecast_eval` (optionally `-- <per_kind> <seed> <mstl_cases>`).
 
 use stormcast::analyze::eval;
 
@@ -15,7 +15,8 @@ fn main() {
     let seed: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2026);
     let start = std::time::Instant::now();
     let cases = eval::generate_set(seed, per_kind);
-    let r = eval::evaluate(&cases, 86_400);
+    let mstl_cases: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let r = eval::evaluate_with(&cases, 86_400, mstl_cases);
     println!(
         "forecast_eval: {} series ({per_kind} per kind, seed {seed}), 24h horizon, 9 days at 5m, cut at 4 points each",
         cases.len()
@@ -41,6 +42,11 @@ fn main() {
     for (k, o, b) in &r.per_kind {
         row(&format!("  {k:?}"), o);
         row("    predict_linear", b);
+    }
+    if let Some((m, o)) = &r.mstl_autoets {
+        println!("on the first {mstl_cases} series only (MSTL+AutoETS is ~100x costlier):");
+        row("  MSTL+AutoETS median", m);
+        row("  stormcast (same cuts)", o);
     }
     println!("forecast errors: {}", r.errors);
     let an = eval::generate_anomaly_set(seed, per_kind.max(10));

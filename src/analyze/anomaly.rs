@@ -26,6 +26,7 @@ pub struct OnlineScorer {
     level: f64,
     season: [f64; BUCKETS],
     seen: [bool; BUCKETS],
+    visits: [u32; BUCKETS],
     /// EWMA of |residual|.
     abs_dev: f64,
     n: usize,
@@ -55,6 +56,7 @@ impl OnlineScorer {
             level: f64::NAN,
             season: [0.0; BUCKETS],
             seen: [false; BUCKETS],
+            visits: [0; BUCKETS],
             abs_dev: 0.0,
             n: 0,
             cusum_pos: 0.0,
@@ -86,7 +88,11 @@ impl OnlineScorer {
         let expected = self.level + self.season[b];
         let r = v - expected;
         let scale = (1.25 * self.abs_dev).max(1e-9 * (1.0 + v.abs()));
-        let z = r / scale;
+        // A bucket seen only a few times has an uncertain seasonal offset:
+        // discount the residual by that extra variance.
+        let visits = f64::from(self.visits[b].max(1));
+        let z = r / (scale * (1.0 + 1.0 / visits).sqrt());
+        self.visits[b] = self.visits[b].saturating_add(1);
         let mut score = 0.0;
         if self.n >= WARMUP {
             score = 1.0 - (-(z.abs() - 3.0).max(0.0) / 1.5).exp();

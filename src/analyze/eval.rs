@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::anomaly;
+use super::baseline;
 use super::forecast::{forecast, predict_linear_crossing, ForecastParams};
 use super::stats::median;
 
@@ -232,6 +233,10 @@ pub struct EvalReport {
     pub stormcast: Scores,
     pub predict_linear_6h: Scores,
     pub per_kind: Vec<(Kind, Scores, Scores)>,
+    /// MSTL + AutoETS median forecast (augurs), on the first cases only
+    /// (it costs ~100× more per series): (its scores, stormcast's on the
+    /// same cuts).
+    pub mstl_autoets: Option<(Scores, Scores)>,
     /// Cuts where stormcast returned an error.
     pub errors: usize,
 }
@@ -275,6 +280,12 @@ impl Acc {
 
 /// Cuts every case at its "now" points and scores both methods.
 pub fn evaluate(cases: &[Case], horizon_secs: i64) -> EvalReport {
+    evaluate_with(cases, horizon_secs, 0)
+}
+
+/// As [`evaluate`], also scoring augurs' MSTL+AutoETS on the first
+/// `mstl_cases` cases.
+pub fn evaluate_with(cases: &[Case], horizon_secs: i64, mstl_cases: usize) -> EvalReport {
     let params = ForecastParams {
         horizon_secs,
         ..Default::default()
@@ -286,7 +297,9 @@ pub fn evaluate(cases: &[Case], horizon_secs: i64) -> EvalReport {
         .map(|k| (*k, Acc::new(), Acc::new()))
         .collect();
     let mut errors = 0;
-    for c in cases {
+    let mut mstl = Acc::new();
+    let mut mstl_ours = Acc::new();
+    for (ci, c) in cases.iter().enumerate() {
         for &now in &c.cuts {
             let hist: Vec<(i64, f64)> = c.points.iter().copied().filter(|p| p.0 <= now).collect();
             let truth = c.exhaustion_at.filter(|te| *te - now >= 2 * HOUR);
@@ -303,6 +316,13 @@ pub fn evaluate(cases: &[Case], horizon_secs: i64) -> EvalReport {
             let bl = predict_linear_crossing(&hist, c.capacity, 6 * HOUR, horizon_secs);
             ours.add(truth, now, pred, horizon_secs);
             base.add(truth, now, bl, horizon_secs);
+            if ci < mstl_cases {
+                let m = baseline::mstl_crossing(&hist, c.capacity, horizon_secs)
+                    .ok()
+                    .flatten();
+                mstl.add(truth, now, m, horizon_secs);
+                mstl_ours.add(truth, now, pred, horizon_secs);
+            }
             let slot = per.iter_mut().find(|(k, _, _)| *k == c.kind).expect("kind");
             slot.1.add(truth, now, pred, horizon_secs);
             slot.2.add(truth, now, bl, horizon_secs);
@@ -315,6 +335,7 @@ pub fn evaluate(cases: &[Case], horizon_secs: i64) -> EvalReport {
             .into_iter()
             .map(|(k, a, b)| (k, a.finish(), b.finish()))
             .collect(),
+        mstl_autoets: (mstl_cases > 0).then(|| (mstl.finish(), mstl_ours.finish())),
         errors,
     }
 }

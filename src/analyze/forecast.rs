@@ -689,13 +689,25 @@ fn fit_sawtooth(
     let elapsed = -t[last_drop];
     let cur_seg_t = &t[last_drop..];
     let cur_seg_y = &y[last_drop..];
-    let ramp_cur = if cur_seg_t.len() >= 4 {
+    // The current ramp counts once it has enough samples to be more than
+    // noise; until then the cycles before it say how fast a ramp climbs.
+    let min_cur = 12.max((period / step / 4.0) as usize);
+    let ramp_cur = if cur_seg_t.len() >= min_cur {
         theil_sen(cur_seg_t, cur_seg_y, 80)
     } else {
         None
     };
     let ramp_hist = median(&ramps).unwrap_or(0.0);
     let ramp = ramp_cur.map_or(ramp_hist, |r| r.max(ramp_hist));
+    // Where the current ramp is now, robustly (not the last noisy sample).
+    let current_fit = median(
+        &cur_seg_t
+            .iter()
+            .zip(cur_seg_y)
+            .map(|(ti, yi)| yi - ramp * ti)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or(*y.last()?);
     if elapsed > 1.5 * period {
         notes.push(format!(
             "reset cycle of {:.1}h is overdue ({:.1}h since the last reset); treating the current ramp as a trend",
@@ -752,7 +764,7 @@ fn fit_sawtooth(
         slope: peak_slope,
         regime_start: start,
         kind: ModelKind::Saw {
-            current: *y.last()?,
+            current: current_fit,
             ramp,
             remaining,
             period,

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod anomaly;
+pub mod baseline;
 pub mod cli;
 pub mod eval;
 pub mod forecast;
