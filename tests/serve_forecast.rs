@@ -78,10 +78,11 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
     )
     .unwrap();
     let port = free_port();
+    let data = dir.path().join("data").display().to_string();
     std::fs::write(
         dir.path().join("config.yaml"),
         format!(
-            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: data}}\nmodels_dir: models\nhistory:\n  lookback: 1d\n  endpoints:\n    - url: http://{prom}\n      bearer_token_env: STORMCAST_TEST_PROM_TOKEN\n"
+            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\nhistory:\n  lookback: 1d\n  endpoints:\n    - url: http://{prom}\n      bearer_token_env: STORMCAST_TEST_PROM_TOKEN\n"
         ),
     )
     .unwrap();
