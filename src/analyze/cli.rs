@@ -122,7 +122,19 @@ fn load_inputs(a: &SourceArgs) -> anyhow::Result<Vec<(Series, Capacity)>> {
                     a.capacity.as_deref().unwrap_or_default()
                 ),
             };
-            Ok(series.into_iter().map(|s| (s, Ok(cap))).collect())
+            let file = path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            Ok(series
+                .into_iter()
+                .map(|mut s| {
+                    // An unlabelled (CSV) series is named after its file.
+                    if s.labels.is_empty() {
+                        s.labels.insert("file".into(), file.clone());
+                    }
+                    (s, Ok(cap))
+                })
+                .collect())
         }
         (None, Some(url)) => {
             let query = a.query.as_deref().context("--prometheus needs --query")?;
