@@ -31,6 +31,9 @@ pub struct Loaded {
     pub correlate: CorrelateSettings,
     /// The compiled routing tree and time intervals.
     pub notify: PlannerSettings,
+    /// Forecast models (`models/*.yaml`, or the built-in set when the default
+    /// folder does not exist).
+    pub models: Vec<crate::analyze::models::ModelDef>,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
@@ -38,11 +41,14 @@ pub struct Loaded {
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
     let notify = crate::notify::planner_settings(&config);
+    let models =
+        crate::analyze::models::load_models(&config.models_dir(&ctx), config.models_dir.is_some())?;
     Ok(Loaded {
         config,
         ctx,
         correlate: CorrelateSettings::default(),
         notify,
+        models,
     })
 }
 
@@ -67,6 +73,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let notify_metrics = NotifyMetrics::register(&mut registry);
+    let analyze_metrics = crate::analyze::service::AnalyzeMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
     let outbox = Outbox::open(&store).context("opening the outbox")?;
@@ -149,6 +156,15 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
             .run(clock.clone(), wake.clone(), stop_rx.clone()),
     );
 
+    let forecaster = tokio::spawn(crate::analyze::service::run(
+        engine.clone(),
+        store.clone(),
+        loaded.models.clone(),
+        cfg.history.clone(),
+        analyze_metrics,
+        stop_rx.clone(),
+    ));
+
     // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
     // journaled before it is acknowledged), then persist everything, all
     // within SHUTDOWN_GRACE so Kubernetes never has to SIGKILL.
@@ -180,6 +196,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = ticker.await;
     let _ = sender.await;
+    let _ = forecaster.await;
     // Whatever the last tick plans goes into the durable outbox: sent now if
     // the dispatcher still runs, otherwise by the next start.
     let batch = {

@@ -124,6 +124,13 @@ enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// Forecast when series reach capacity (CSV, query_range JSON or a live
+    /// Prometheus-compatible API).
+    Forecast(stormcast::analyze::cli::ForecastArgs),
+    /// Score every point of a series for anomalies, online (no look-ahead).
+    Anomaly(stormcast::analyze::cli::AnomalyArgs),
+    /// Render the forecasting report (HTML with charts, Markdown or JSON).
+    Report(stormcast::analyze::cli::ReportArgs),
     /// Validate a configuration file and everything it refers to, reporting
     /// every error with its key path. Exits non-zero on any error.
     CheckConfig {
@@ -352,6 +359,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Forecast(args) => stormcast::analyze::cli::forecast_cmd(&args),
+        Command::Anomaly(args) => stormcast::analyze::cli::anomaly_cmd(&args),
+        Command::Report(args) => stormcast::analyze::cli::report_cmd(&args),
         Command::CheckConfig {
             file,
             rules,

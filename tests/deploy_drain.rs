@@ -46,6 +46,8 @@ fn start(dir: &Path, port: u16, log: &str) -> Child {
         "sources:\n  - name: prod-a\n    cluster: prod-a\n    bearer_token: drain-test-token\n",
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::create_dir_all(dir.join("models")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stormcast"))
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)

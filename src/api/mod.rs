@@ -108,6 +108,10 @@ pub fn router(state: Arc<AppState>, timeout: std::time::Duration) -> Router {
         .route("/api/v1/status", get(handlers::status))
         .route("/", get(handlers::ui))
         .route("/ui", get(handlers::ui))
+        .route(
+            "/api/v1/report",
+            get(crate::analyze::service::report_handler),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

@@ -279,11 +279,15 @@ pub fn load(
     if let Some(d) = &overrides.data_dir {
         config.store.path = d.clone();
     }
+    // Paths given on the command line are relative to the working directory,
+    // not to the config file's folder.
+    let from_cwd =
+        |p: &Path| std::env::current_dir().map_or_else(|_| p.to_path_buf(), |cwd| cwd.join(p));
     if let Some(d) = &overrides.rules_dir {
-        config.rules_dir = Some(d.clone());
+        config.rules_dir = Some(from_cwd(d));
     }
     if let Some(d) = &overrides.models_dir {
-        config.models_dir = Some(d.clone());
+        config.models_dir = Some(from_cwd(d));
     }
     if overrides.allow_unauthenticated {
         config.server.allow_unauthenticated = true;

@@ -1,0 +1,63 @@
+//! Forecast quality bench: prints recall, false-alarm rate and time error for
+//! stormcast and `predict_linear(v[6h], 24h)` on generated series, and anomaly
+//! precision/recall on labelled series.
+//!
+//! `cargo bench --bench forecast_eval` (optionally `-- <per_kind> <seed> <mstl_cases>`).
+
+use stormcast::analyze::eval;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let per_kind: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let seed: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2026);
+    let start = std::time::Instant::now();
+    let cases = eval::generate_set(seed, per_kind);
+    let mstl_cases: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let r = eval::evaluate_with(&cases, 86_400, mstl_cases);
+    println!(
+        "forecast_eval: {} series ({per_kind} per kind, seed {seed}), 24h horizon, 9 days at 5m, cut at 4 points each",
+        cases.len()
+    );
+    println!(
+        "{:<24} {:>9} {:>9} {:>12} {:>9} {:>16}",
+        "", "recall", "(n)", "false alarm", "(n)", "median rel err"
+    );
+    let row = |name: &str, s: &eval::Scores| {
+        println!(
+            "{:<24} {:>8.1}% {:>9} {:>11.2}% {:>9} {:>15.1}%",
+            name,
+            100.0 * s.recall(),
+            s.positives,
+            100.0 * s.false_alarm_rate(),
+            s.negatives,
+            100.0 * s.median_rel_time_error
+        )
+    };
+    row("stormcast", &r.stormcast);
+    row("predict_linear 6h", &r.predict_linear_6h);
+    println!("per kind (stormcast / predict_linear):");
+    for (k, o, b) in &r.per_kind {
+        row(&format!("  {k:?}"), o);
+        row("    predict_linear", b);
+    }
+    if let Some((m, o)) = &r.mstl_autoets {
+        println!("on the first {mstl_cases} series only (MSTL+AutoETS is ~100x costlier):");
+        row("  MSTL+AutoETS median", m);
+        row("  stormcast (same cuts)", o);
+    }
+    println!("forecast errors: {}", r.errors);
+    let an = eval::generate_anomaly_set(seed, per_kind.max(10));
+    for thr in [0.3, 0.5, 0.7] {
+        let (p, rc) = eval::evaluate_anomaly(&an, thr);
+        println!(
+            "anomaly (score >= {thr}): precision {:.1}% recall {:.1}% over {} labelled series",
+            100.0 * p,
+            100.0 * rc,
+            an.len()
+        );
+    }
+    println!("elapsed {:.1}s", start.elapsed().as_secs_f64());
+}

@@ -1,0 +1,950 @@
+//! Exhaustion forecasting: "will this reach capacity within the horizon, when,
+//! and how sure are we?"
+//!
+//! The method follows the principles in the design note rather than a curve fit:
+//! 1. **Regime first.** Jumps (level shifts, resets, counter resets) are found on
+//!    the first differences against a robust scale; the trend is fitted only on
+//!    the current regime. Two or more resets make the series a *sawtooth*
+//!    (log rotation, compaction, cleanup): its trend is measured across cycles,
+//!    on the cycle peaks, never within one ramp.
+//! 2. **Trend that ignores the daily cycle.** The slope is the median of slopes
+//!    between samples exactly one (or k) days apart, so a morning ramp does not
+//!    look like a leak. The daily profile (30-minute buckets) is added back, so
+//!    the forecast crosses capacity at the daily *peak*, where exhaustion
+//!    happens.
+//! 3. **Calibrated on the series' own past.** The slope is refitted at earlier
+//!    origins (rolling-origin back-test); how far those fits would have missed
+//!    today's level sets the slope uncertainty, combined with the residual noise.
+//! 4. **Probability, time and interval.** `confidence` is the probability the
+//!    series crosses capacity within the horizon; `exhaustion_at` is the first
+//!    time the median forecast crosses; the interval is where the 95% band
+//!    crosses.
+//!
+//! Everything is O(n) or O(n log n) per series: no model is fitted iteratively.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::series::{clean, CleanReport};
+use super::stats::{mad_sigma, median, median_mut, normal_cdf, theil_sen};
+
+const DAY: f64 = 86_400.0;
+const Z95: f64 = 1.96;
+
+/// Seasonality assumed for the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seasonality {
+    /// Daily cycle when the regime covers at least two days.
+    #[default]
+    Auto,
+    /// Always model a daily cycle (needs two days of regime).
+    Daily,
+    /// Weekly cycle (needs two weeks of regime; otherwise daily).
+    Weekly,
+    /// No cycle: a plain robust trend.
+    None,
+}
+
+/// Knobs for one forecast.
+#[derive(Debug, Clone)]
+pub struct ForecastParams {
+    pub horizon_secs: i64,
+    pub seasonality: Seasonality,
+    /// Most forecast points returned (the exhaustion search uses a finer grid).
+    pub max_points: usize,
+}
+
+impl Default for ForecastParams {
+    fn default() -> Self {
+        ForecastParams {
+            horizon_secs: 86_400,
+            seasonality: Seasonality::Auto,
+            max_points: 97,
+        }
+    }
+}
+
+/// One forecast point with its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForecastPoint {
+    pub timestamp: DateTime<Utc>,
+    pub value: f64,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// How the forecast was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Usage is already at or above capacity.
+    Exhausted,
+    /// Robust trend on the current regime, no daily cycle.
+    Trend,
+    /// Robust trend plus a daily (or weekly) profile.
+    Seasonal,
+    /// Reset cycles: trend of the cycle peaks plus the current ramp.
+    Sawtooth,
+}
+
+/// The answer for one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Time of the last sample: forecasts start here.
+    pub now: DateTime<Utc>,
+    pub current: f64,
+    pub capacity: f64,
+    pub horizon_secs: i64,
+    pub method: Method,
+    /// First time the median forecast reaches capacity, or `None` when it does
+    /// not within the horizon. Equal to `now` when already exhausted.
+    pub exhaustion_at: Option<DateTime<Utc>>,
+    /// When the 95% band's upper edge first reaches capacity (earliest
+    /// plausible exhaustion), if within the horizon.
+    pub exhaustion_earliest: Option<DateTime<Utc>>,
+    /// When the band's lower edge reaches capacity (latest plausible), if
+    /// within the horizon.
+    pub exhaustion_latest: Option<DateTime<Utc>>,
+    /// Probability of reaching capacity within the horizon, in [0, 1].
+    pub confidence: f64,
+    /// Trend slope used, in units per hour.
+    pub slope_per_hour: f64,
+    /// Start of the regime the trend was fitted on.
+    pub regime_start: DateTime<Utc>,
+    pub points: Vec<ForecastPoint>,
+    /// What was done to the input, and caveats.
+    pub notes: Vec<String>,
+}
+
+impl Forecast {
+    /// Seconds from `now` to the predicted exhaustion.
+    pub fn lead_secs(&self) -> Option<i64> {
+        self.exhaustion_at.map(|t| (t - self.now).num_seconds())
+    }
+
+    /// Usage as a fraction of capacity.
+    pub fn utilisation(&self) -> f64 {
+        if self.capacity > 0.0 {
+            self.current / self.capacity
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Why no forecast could be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForecastError {
+    #[error("no finite samples (empty series or only NaN/Inf)")]
+    Empty,
+    #[error("capacity {0} is not a finite number")]
+    BadCapacity(f64),
+    #[error(
+        "insufficient history: {points} usable samples over {span_secs}s; \
+         need at least {min_points} samples over {min_span_secs}s"
+    )]
+    InsufficientHistory {
+        points: usize,
+        span_secs: i64,
+        min_points: usize,
+        min_span_secs: i64,
+    },
+    #[error("horizon must be positive")]
+    BadHorizon,
+}
+
+pub const MIN_POINTS: usize = 6;
+pub const MIN_SPAN_SECS: i64 = 3600;
+
+fn ts(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Forecasts one series against a constant capacity.
+///
+/// Documented results for awkward input: NaN/Inf samples are gaps; duplicate
+/// timestamps keep the last value; unordered input is sorted (all noted).
+/// If the last value is already ≥ capacity, the result is `Exhausted` with
+/// `exhaustion_at = now` and confidence 1, whatever the history length.
+/// Otherwise fewer than [`MIN_POINTS`] samples or less than an hour of
+/// history is an error, never a guess. A flat series never exhausts.
+pub fn forecast(
+    points: &[(i64, f64)],
+    capacity: f64,
+    params: &ForecastParams,
+) -> Result<Forecast, ForecastError> {
+    if params.horizon_secs <= 0 {
+        return Err(ForecastError::BadHorizon);
+    }
+    if !capacity.is_finite() {
+        return Err(ForecastError::BadCapacity(capacity));
+    }
+    let (pts, rep) = clean(points);
+    let Some(&(now_s, current)) = pts.last() else {
+        return Err(ForecastError::Empty);
+    };
+    let notes = rep.notes();
+    if current >= capacity {
+        return Ok(exhausted(now_s, current, capacity, params, notes, pts[0].0));
+    }
+    let span = now_s - pts[0].0;
+    if pts.len() < MIN_POINTS || span < MIN_SPAN_SECS {
+        return Err(ForecastError::InsufficientHistory {
+            points: pts.len(),
+            span_secs: span,
+            min_points: MIN_POINTS,
+            min_span_secs: MIN_SPAN_SECS,
+        });
+    }
+    Ok(forecast_clean(&pts, capacity, params, rep, notes))
+}
+
+fn exhausted(
+    now: i64,
+    current: f64,
+    capacity: f64,
+    params: &ForecastParams,
+    mut notes: Vec<String>,
+    start: i64,
+) -> Forecast {
+    notes.push(format!(
+        "current usage {current} is already at or above capacity {capacity}"
+    ));
+    Forecast {
+        now: ts(now),
+        current,
+        capacity,
+        horizon_secs: params.horizon_secs,
+        method: Method::Exhausted,
+        exhaustion_at: Some(ts(now)),
+        exhaustion_earliest: Some(ts(now)),
+        exhaustion_latest: Some(ts(now)),
+        confidence: 1.0,
+        slope_per_hour: 0.0,
+        regime_start: ts(start),
+        points: Vec::new(),
+        notes,
+    }
+}
+
+/// The fitted shape: value and standard deviation at a lead (seconds after now).
+struct Model {
+    method: Method,
+    slope: f64,
+    regime_start: usize,
+    kind: ModelKind,
+}
+
+enum ModelKind {
+    Linear {
+        level: f64,
+        slope: f64,
+        /// Seasonal profile (bucket offsets) and the period it covers.
+        profile: Option<(Vec<f64>, f64)>,
+        sigma_noise: f64,
+        sigma_slope: f64,
+        sigma_level: f64,
+    },
+    Saw {
+        current: f64,
+        ramp: f64,
+        remaining: f64,
+        period: f64,
+        trough: f64,
+        last_peak: f64,
+        peak_slope: f64,
+        sigma_peak: f64,
+        sigma_peak_slope: f64,
+    },
+}
+
+impl Model {
+    fn at(&self, now_abs: f64, lead: f64) -> (f64, f64) {
+        match &self.kind {
+            ModelKind::Linear {
+                level,
+                slope,
+                profile,
+                sigma_noise,
+                sigma_slope,
+                sigma_level,
+            } => {
+                let season = profile.as_ref().map_or(0.0, |(p, period)| {
+                    profile_at(p, *period, now_abs + lead) - profile_at(p, *period, now_abs)
+                });
+                let v = level + slope * lead + season;
+                let s = (sigma_noise.powi(2) + sigma_level.powi(2) + (sigma_slope * lead).powi(2))
+                    .sqrt();
+                (v, s)
+            }
+            ModelKind::Saw {
+                current,
+                ramp,
+                remaining,
+                period,
+                trough,
+                last_peak,
+                peak_slope,
+                sigma_peak,
+                sigma_peak_slope,
+            } => {
+                let sigma = (sigma_peak.powi(2) + (sigma_peak_slope * lead).powi(2)).sqrt();
+                if lead < *remaining {
+                    return (current + ramp * lead, sigma);
+                }
+                let since = lead - remaining;
+                let phase = (since % period) / period;
+                let cycle_end = lead + (1.0 - phase) * period;
+                let peak = last_peak + peak_slope * cycle_end;
+                let trough = trough + peak_slope * cycle_end;
+                (trough + (peak - trough) * phase, sigma)
+            }
+        }
+    }
+}
+
+fn profile_at(p: &[f64], period: f64, t_abs: f64) -> f64 {
+    let n = p.len();
+    let pos = (t_abs.rem_euclid(period)) / period * n as f64;
+    let i = (pos.floor() as usize) % n;
+    let j = (i + 1) % n;
+    let frac = pos - pos.floor();
+    p[i] * (1.0 - frac) + p[j] * frac
+}
+
+fn forecast_clean(
+    pts: &[(i64, f64)],
+    capacity: f64,
+    params: &ForecastParams,
+    _rep: CleanReport,
+    mut notes: Vec<String>,
+) -> Forecast {
+    let (now_s, current) = *pts.last().expect("non-empty");
+    let now_abs = now_s as f64;
+    let t: Vec<f64> = pts.iter().map(|p| (p.0 - now_s) as f64).collect();
+    let y: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let step = {
+        let mut d: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        median_mut(&mut d).unwrap_or(60.0).max(1.0)
+    };
+    let model = fit(&t, &y, step, now_abs, params, &mut notes);
+    let h = params.horizon_secs as f64;
+    // Exhaustion search on a grid fine enough for the time error to be small.
+    let search_step = (h / 1440.0).max(step.min(300.0)).max(30.0);
+    let mut first_mid = None;
+    let mut first_hi = None;
+    let mut first_lo = None;
+    let mut p_max: f64 = 0.0;
+    let mut lead = search_step;
+    while lead <= h + 1e-9 {
+        let (v, s) = model.at(now_abs, lead);
+        let s = s.max(1e-12);
+        p_max = p_max.max(normal_cdf((v - capacity) / s));
+        if first_hi.is_none() && v + Z95 * s >= capacity {
+            first_hi = Some(lead);
+        }
+        if first_mid.is_none() && v >= capacity {
+            first_mid = Some(lead);
+        }
+        if first_lo.is_none() && v - Z95 * s >= capacity {
+            first_lo = Some(lead);
+            break;
+        }
+        lead += search_step;
+    }
+    let out_step = (h / (params.max_points.max(2) - 1) as f64).max(step.min(h));
+    let mut points = Vec::new();
+    let mut lead = out_step;
+    while lead <= h + 1e-9 && points.len() < params.max_points {
+        let (v, s) = model.at(now_abs, lead);
+        points.push(ForecastPoint {
+            timestamp: ts(now_s + lead.round() as i64),
+            value: v,
+            lower: v - Z95 * s,
+            upper: v + Z95 * s,
+        });
+        lead += out_step;
+    }
+    let at = |l: Option<f64>| l.map(|l| ts(now_s + l.round() as i64));
+    Forecast {
+        now: ts(now_s),
+        current,
+        capacity,
+        horizon_secs: params.horizon_secs,
+        method: model.method,
+        exhaustion_at: at(first_mid),
+        exhaustion_earliest: at(first_hi),
+        exhaustion_latest: at(first_lo),
+        confidence: if first_mid.is_some() {
+            p_max.max(0.5)
+        } else {
+            p_max.min(0.5)
+        },
+        slope_per_hour: model.slope * 3600.0,
+        regime_start: ts(pts[model.regime_start].0),
+        points,
+        notes,
+    }
+}
+
+/// Finds jumps: |Δy| above both 8 robust sigmas of the differences and a
+/// quarter of the series' range. Returns (index of the sample after the jump, Δy).
+fn jumps(y: &[f64]) -> Vec<(usize, f64)> {
+    if y.len() < 3 {
+        return Vec::new();
+    }
+    let d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+    let sd = mad_sigma(&d);
+    let lo = y.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let range = hi - lo;
+    if range <= 0.0 {
+        return Vec::new();
+    }
+    let thr = (8.0 * sd).max(0.25 * range);
+    d.iter()
+        .enumerate()
+        .filter(|(_, v)| v.abs() > thr)
+        .map(|(i, v)| (i + 1, *v))
+        .collect()
+}
+
+fn fit(
+    t: &[f64],
+    y: &[f64],
+    step: f64,
+    now_abs: f64,
+    params: &ForecastParams,
+    notes: &mut Vec<String>,
+) -> Model {
+    let js = jumps(y);
+    // The regime starts after the last upward jump (a level shift); resets
+    // (downward jumps) after it are either one more shift or a sawtooth.
+    let mut start = js
+        .iter()
+        .rev()
+        .find(|(_, d)| *d > 0.0)
+        .map_or(0, |(i, _)| *i);
+    let drops: Vec<usize> = js
+        .iter()
+        .filter(|(i, d)| *d < 0.0 && *i >= start)
+        .map(|(i, _)| *i)
+        .collect();
+    if drops.len() >= 2 {
+        if let Some(m) = fit_sawtooth(t, y, step, start, &drops, notes) {
+            return m;
+        }
+    }
+    if let Some(&last_drop) = drops.last() {
+        start = last_drop;
+    }
+    if start > 0 {
+        notes.push(format!(
+            "level shift or reset detected; trend fitted on the last {} samples",
+            t.len() - start
+        ));
+    }
+    // A regime too short to fit: fall back to the whole history but widen
+    // the uncertainty.
+    let short = t.len() - start < MIN_POINTS || -t[start] < 1800.0;
+    if short && start > 0 {
+        notes.push("the current regime is very short; uncertainty widened".into());
+    }
+    fit_linear(t, y, step, now_abs, start, short, params, notes)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit_linear(
+    t: &[f64],
+    y: &[f64],
+    step: f64,
+    now_abs: f64,
+    start: usize,
+    short: bool,
+    params: &ForecastParams,
+    notes: &mut Vec<String>,
+) -> Model {
+    let (tr, yr) = (&t[start..], &y[start..]);
+    let span = -tr[0];
+    let period = match params.seasonality {
+        Seasonality::None => None,
+        Seasonality::Weekly if span >= 14.0 * DAY => Some(7.0 * DAY),
+        _ if span >= 2.0 * DAY - 2.0 * step => Some(DAY),
+        _ => None,
+    };
+    let slope = |tt: &[f64], yy: &[f64]| -> f64 {
+        match period {
+            Some(p) => seasonal_slope(tt, yy, p, step).unwrap_or(0.0),
+            None => theil_sen(tt, yy, 160).unwrap_or(0.0),
+        }
+    };
+    let b = slope(tr, yr);
+    // Seasonal profile of the detrended regime.
+    let profile = period.map(|p| {
+        let buckets = if p > DAY { 7 * 48 } else { 48 };
+        let mut sums: Vec<Vec<f64>> = vec![Vec::new(); buckets];
+        for (ti, yi) in tr.iter().zip(yr) {
+            let pos = ((now_abs + ti).rem_euclid(p) / p * buckets as f64) as usize % buckets;
+            sums[pos].push(yi - b * ti);
+        }
+        let mut prof: Vec<f64> = sums
+            .iter_mut()
+            .map(|v| median_mut(v).unwrap_or(f64::NAN))
+            .collect();
+        fill_nan_circular(&mut prof);
+        let m = median(&prof).unwrap_or(0.0);
+        prof.iter_mut().for_each(|v| *v -= m);
+        (prof, p)
+    });
+    let season = |ti: f64| {
+        profile
+            .as_ref()
+            .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
+    };
+    let resid: Vec<f64> = tr
+        .iter()
+        .zip(yr)
+        .map(|(ti, yi)| yi - b * ti - season(*ti))
+        .collect();
+    // Level at now: median residual over the most recent part of the regime.
+    let recent = (resid.len() / 4).clamp(3.min(resid.len()), 288);
+    let tail = &resid[resid.len() - recent..];
+    let base = median(tail).unwrap_or(0.0);
+    let level = base + season(0.0);
+    let centred: Vec<f64> = resid.iter().map(|r| r - base).collect();
+    let sigma_noise = mad_sigma(&centred);
+    let sigma_level = sigma_noise / (recent as f64).sqrt();
+
+    // Rolling-origin back-test: refit at earlier origins and see how far each
+    // fit would have missed today's level; that spread is the slope error.
+    let mut errs = Vec::new();
+    for frac in [0.5, 0.65, 0.8] {
+        let cut = start + ((t.len() - start) as f64 * frac) as usize;
+        if cut < start + MIN_POINTS || cut >= t.len() {
+            continue;
+        }
+        let (tp, yp) = (&t[start..cut], &y[start..cut]);
+        if tp.last().unwrap() - tp[0] < 1800.0 {
+            continue;
+        }
+        let bo = slope(tp, yp);
+        let lead = -tp[tp.len() - 1];
+        if lead <= 0.0 {
+            continue;
+        }
+        let k = (tp.len() / 4).clamp(3.min(tp.len()), 288);
+        let lvl_o = median(
+            &tp[tp.len() - k..]
+                .iter()
+                .zip(&yp[yp.len() - k..])
+                .map(|(ti, yi)| yi - bo * ti - season(*ti))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0);
+        // `lvl_o` is origin o's fit extrapolated to now: compare with today's.
+        errs.push((lvl_o - base) / lead);
+        errs.push(bo - b);
+    }
+    let bt = if errs.is_empty() {
+        0.0
+    } else {
+        (errs.iter().map(|e| e * e).sum::<f64>() / errs.len() as f64).sqrt()
+    };
+    // Sampling error of the slope itself: noise over the regime's span.
+    let se = sigma_noise * (12.0f64).sqrt() / span.max(step) / (tr.len() as f64).sqrt().max(1.0);
+    let mut sigma_slope = bt.max(se);
+    if short {
+        sigma_slope = sigma_slope.max(b.abs());
+    }
+    let method = if profile.is_some() {
+        Method::Seasonal
+    } else {
+        Method::Trend
+    };
+    if profile.is_none() && span < DAY {
+        notes.push(format!(
+            "only {:.1}h of regime history: daily cycles cannot be separated from trend",
+            span / 3600.0
+        ));
+    }
+    Model {
+        method,
+        slope: b,
+        regime_start: start,
+        kind: ModelKind::Linear {
+            level,
+            slope: b,
+            profile,
+            sigma_noise,
+            sigma_slope,
+            sigma_level,
+        },
+    }
+}
+
+fn fill_nan_circular(p: &mut [f64]) {
+    let n = p.len();
+    if p.iter().all(|v| v.is_nan()) {
+        p.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    for i in 0..n {
+        if p[i].is_nan() {
+            let mut k = 1;
+            while p[(i + n - k) % n].is_nan() {
+                k += 1;
+            }
+            p[i] = p[(i + n - k) % n];
+        }
+    }
+}
+
+/// Median of slopes between samples whole periods apart: a trend estimate
+/// blind to the seasonal cycle.
+fn seasonal_slope(t: &[f64], y: &[f64], period: f64, step: f64) -> Option<f64> {
+    let n = t.len();
+    let span = t[n - 1] - t[0];
+    let kmax = (span / period).floor() as usize;
+    if kmax == 0 {
+        return theil_sen(t, y, 160);
+    }
+    let tol = (step / 2.0).max(1.0);
+    let stride = (n * kmax).div_ceil(6000).max(1);
+    let mut slopes = Vec::new();
+    for k in 1..=kmax {
+        let lag = k as f64 * period;
+        let mut j = 0;
+        for i in (0..n).step_by(stride) {
+            let target = t[i] + lag;
+            if target > t[n - 1] + tol {
+                break;
+            }
+            while j < n && t[j] < target - tol {
+                j += 1;
+            }
+            if j < n && (t[j] - target).abs() <= tol {
+                slopes.push((y[j] - y[i]) / (t[j] - t[i]));
+            }
+        }
+    }
+    median_mut(&mut slopes).or_else(|| theil_sen(t, y, 160))
+}
+
+fn fit_sawtooth(
+    t: &[f64],
+    y: &[f64],
+    step: f64,
+    start: usize,
+    drops: &[usize],
+    notes: &mut Vec<String>,
+) -> Option<Model> {
+    let n = t.len();
+    // Segments: [start, d0), [d0, d1), ..., [dk, n).
+    let mut bounds = vec![start];
+    bounds.extend_from_slice(drops);
+    bounds.push(n);
+    let mut peaks_t = Vec::new();
+    let mut peaks_y = Vec::new();
+    let mut troughs = Vec::new();
+    let mut ramps = Vec::new();
+    for w in bounds.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b <= a {
+            continue;
+        }
+        let seg_y = &y[a..b];
+        let seg_t = &t[a..b];
+        if b < n {
+            let (im, pm) = seg_y
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |acc, (i, v)| {
+                    if *v > acc.1 {
+                        (i, *v)
+                    } else {
+                        acc
+                    }
+                });
+            peaks_t.push(seg_t[im]);
+            peaks_y.push(pm);
+        }
+        if a > start {
+            troughs.push(seg_y[0]);
+        }
+        if b - a >= 4 {
+            if let Some(r) = theil_sen(seg_t, seg_y, 80) {
+                ramps.push(r);
+            }
+        }
+    }
+    let periods: Vec<f64> = drops.windows(2).map(|w| t[w[1]] - t[w[0]]).collect();
+    let period = median(&periods).unwrap_or_else(|| t[drops[drops.len() - 1]] - t[drops[0]]);
+    if period <= step * 2.0 {
+        return None;
+    }
+    let last_drop = *drops.last()?;
+    let elapsed = -t[last_drop];
+    let cur_seg_t = &t[last_drop..];
+    let cur_seg_y = &y[last_drop..];
+    // The current ramp counts once it has enough samples to be more than
+    // noise; until then the cycles before it say how fast a ramp climbs.
+    let min_cur = 12.max((period / step / 4.0) as usize);
+    let ramp_cur = if cur_seg_t.len() >= min_cur {
+        theil_sen(cur_seg_t, cur_seg_y, 80)
+    } else {
+        None
+    };
+    let ramp_hist = median(&ramps).unwrap_or(0.0);
+    let ramp = ramp_cur.map_or(ramp_hist, |r| r.max(ramp_hist));
+    // Where the current ramp is now, robustly (not the last noisy sample).
+    let current_fit = median(
+        &cur_seg_t
+            .iter()
+            .zip(cur_seg_y)
+            .map(|(ti, yi)| yi - ramp * ti)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or(*y.last()?);
+    if elapsed > 1.5 * period {
+        notes.push(format!(
+            "reset cycle of {:.1}h is overdue ({:.1}h since the last reset); treating the current ramp as a trend",
+            period / 3600.0,
+            elapsed / 3600.0
+        ));
+        return None;
+    }
+    let remaining = (period - elapsed).max(0.0);
+    let (peak_slope, sigma_peak_slope) = if peaks_y.len() >= 3 {
+        let ps = theil_sen(&peaks_t, &peaks_y, 200).unwrap_or(0.0);
+        let resid: Vec<f64> = peaks_t
+            .iter()
+            .zip(&peaks_y)
+            .map(|(pt, py)| py - ps * pt)
+            .collect();
+        let span = peaks_t[peaks_t.len() - 1] - peaks_t[0];
+        (
+            ps,
+            mad_sigma(&resid) * 12f64.sqrt() / span.max(step) / (peaks_y.len() as f64).sqrt(),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let last_peak_fit = {
+        let resid: Vec<f64> = peaks_t
+            .iter()
+            .zip(&peaks_y)
+            .map(|(pt, py)| py - peak_slope * pt)
+            .collect();
+        median(&resid).unwrap_or(peaks_y[peaks_y.len() - 1])
+    };
+    let sigma_peak = {
+        let resid: Vec<f64> = peaks_t
+            .iter()
+            .zip(&peaks_y)
+            .map(|(pt, py)| py - peak_slope * pt - last_peak_fit)
+            .collect();
+        mad_sigma(&resid).max(mad_sigma(
+            &cur_seg_y
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let trough = median(&troughs).unwrap_or(y[last_drop]);
+    notes.push(format!(
+        "sawtooth: {} resets, cycle {:.1}h; trend measured on cycle peaks",
+        drops.len(),
+        period / 3600.0
+    ));
+    Some(Model {
+        method: Method::Sawtooth,
+        slope: peak_slope,
+        regime_start: start,
+        kind: ModelKind::Saw {
+            current: current_fit,
+            ramp,
+            remaining,
+            period,
+            trough,
+            // Peak level extrapolated to now (t = 0).
+            last_peak: last_peak_fit,
+            peak_slope,
+            sigma_peak,
+            sigma_peak_slope,
+        },
+    })
+}
+
+/// `predict_linear(v[window], horizon)` as Prometheus computes it (least
+/// squares over the window), turned into a time of crossing `capacity`:
+/// `None` when the extrapolated value at the horizon stays below capacity.
+/// This is the baseline node-mixin alerts use.
+pub fn predict_linear_crossing(
+    points: &[(i64, f64)],
+    capacity: f64,
+    window_secs: i64,
+    horizon_secs: i64,
+) -> Option<i64> {
+    let (pts, _) = clean(points);
+    let &(now, last) = pts.last()?;
+    if last >= capacity {
+        return Some(now);
+    }
+    let w: Vec<(f64, f64)> = pts
+        .iter()
+        .filter(|p| p.0 > now - window_secs)
+        .map(|p| ((p.0 - now) as f64, p.1))
+        .collect();
+    if w.len() < 2 {
+        return None;
+    }
+    let n = w.len() as f64;
+    let mx = w.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = w.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = w.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = w.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let at_now = my - slope * mx;
+    if at_now + slope * (horizon_secs as f64) < capacity {
+        return None;
+    }
+    if at_now >= capacity {
+        return Some(now);
+    }
+    Some(now + ((capacity - at_now) / slope).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn series(n: usize, step: i64, f: impl Fn(f64) -> f64) -> Vec<(i64, f64)> {
+        (0..n)
+            .map(|i| {
+                let t = T0 + i as i64 * step;
+                (t, f(i as f64 * step as f64))
+            })
+            .collect()
+    }
+
+    fn noise(i: f64) -> f64 {
+        // Deterministic pseudo-noise in [-1, 1].
+        ((i * 12.9898).sin() * 43_758.545_3).fract()
+    }
+
+    #[test]
+    fn linear_leak_predicts_crossing_time() {
+        // 1 unit per hour from 10, capacity 100; 3 days of 5-minute samples.
+        let s = series(864, 300, |x| 10.0 + x / 3600.0 + 0.3 * noise(x));
+        let now_val = 10.0 + 863.0 * 300.0 / 3600.0; // ~81.9
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        let lead = f.lead_secs().expect("crossing within 24h") as f64 / 3600.0;
+        let truth = 100.0 - now_val;
+        assert!((lead - truth).abs() < 1.0, "lead {lead}h vs {truth}h");
+        assert!(f.confidence > 0.9, "{}", f.confidence);
+        assert!(f.exhaustion_earliest.unwrap() <= f.exhaustion_at.unwrap());
+        assert!(!f.points.is_empty());
+        assert!(f
+            .points
+            .iter()
+            .all(|p| p.lower <= p.value && p.value <= p.upper));
+    }
+
+    #[test]
+    fn daily_cycle_without_growth_is_not_a_leak() {
+        // Peaks at 80 of 100 every day; cut during the morning ramp.
+        let s = series(6 * 288 + 20, 300, |x| {
+            50.0 + 30.0 * (2.0 * std::f64::consts::PI * x / 86_400.0).sin() + noise(x)
+        });
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        assert_eq!(f.method, Method::Seasonal);
+        assert_eq!(f.exhaustion_at, None, "{:?}", f.notes);
+        assert!(f.confidence < 0.2, "{}", f.confidence);
+        // predict_linear over 6h does alarm on the morning ramp.
+        assert!(predict_linear_crossing(&s, 100.0, 6 * 3600, 86_400).is_some());
+    }
+
+    #[test]
+    fn sawtooth_that_never_fills_is_quiet() {
+        // Log rotation every 6h: ramps 20 -> 80, capacity 100.
+        let s = series(5 * 288, 300, |x| {
+            20.0 + 60.0 * ((x / 21_600.0).fract()) + 0.2 * noise(x)
+        });
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        assert_eq!(f.method, Method::Sawtooth, "{:?}", f.notes);
+        assert_eq!(f.exhaustion_at, None);
+    }
+
+    #[test]
+    fn step_then_leak_fits_the_new_regime() {
+        // Flat at 20, jumps to 50 a day ago, then leaks 1/h.
+        let s = series(4 * 288, 300, |x| {
+            let since = x - 3.0 * 86_400.0;
+            if since < 0.0 {
+                20.0 + 0.2 * noise(x)
+            } else {
+                50.0 + since / 3600.0 + 0.2 * noise(x)
+            }
+        });
+        let f = forecast(&s, 90.0, &ForecastParams::default()).unwrap();
+        assert!(f.regime_start.timestamp() >= T0 + 3 * 86_400 - 300);
+        let lead = f.lead_secs().expect("crossing") as f64 / 3600.0;
+        assert!((lead - 16.0).abs() < 2.0, "lead {lead}");
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        let p = ForecastParams::default();
+        assert_eq!(forecast(&[], 1.0, &p), Err(ForecastError::Empty));
+        assert_eq!(
+            forecast(&[(T0, f64::NAN)], 1.0, &p),
+            Err(ForecastError::Empty)
+        );
+        assert!(matches!(
+            forecast(&[(T0, 0.5)], 1.0, &p),
+            Err(ForecastError::InsufficientHistory { points: 1, .. })
+        ));
+        assert!(matches!(
+            forecast(&[(T0, 0.5)], f64::NAN, &p),
+            Err(ForecastError::BadCapacity(_))
+        ));
+        // Already full: documented result, even with one point.
+        let f = forecast(&[(T0, 2.0)], 1.0, &p).unwrap();
+        assert_eq!(f.method, Method::Exhausted);
+        assert_eq!(f.exhaustion_at.unwrap().timestamp(), T0);
+        assert_eq!(f.confidence, 1.0);
+        // Flat zero never exhausts.
+        let z = series(300, 300, |_| 0.0);
+        let f = forecast(&z, 10.0, &p).unwrap();
+        assert_eq!(f.exhaustion_at, None);
+        assert_eq!(f.confidence, 0.0);
+        // Duplicates and disorder are cleaned and noted, not fatal.
+        let mut s = series(100, 300, |x| x / 3600.0);
+        s.swap(3, 4);
+        s.push(s[10]);
+        let f = forecast(&s, 1000.0, &p).unwrap();
+        assert!(
+            f.notes.iter().any(|n| n.contains("sorted")),
+            "{:?}",
+            f.notes
+        );
+        assert!(f.notes.iter().any(|n| n.contains("duplicate")));
+    }
+
+    #[test]
+    fn predict_linear_baseline() {
+        let s = series(100, 300, |x| x / 3600.0);
+        let at = predict_linear_crossing(&s, 30.0, 6 * 3600, 86_400).unwrap();
+        let expect = T0 + 30 * 3600;
+        assert!((at - expect).abs() < 60, "{at} vs {expect}");
+        assert!(predict_linear_crossing(&s, 1000.0, 6 * 3600, 86_400).is_none());
+    }
+}

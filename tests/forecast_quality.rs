@@ -1,0 +1,40 @@
+//! Quality floors for exhaustion forecasting and anomaly scoring on a small
+//! fixed-seed set of generated series (the `forecast_eval` bench runs the
+//! large set and prints the figures).
+
+use stormcast::analyze::eval;
+
+#[test]
+fn forecast_beats_predict_linear_on_generated_series() {
+    let cases = eval::generate_set(7, 6);
+    let r = eval::evaluate(&cases, 86_400);
+    let (s, b) = (&r.stormcast, &r.predict_linear_6h);
+    eprintln!("stormcast: {s:?}\npredict_linear: {b:?}");
+    for (k, o, bl) in &r.per_kind {
+        eprintln!("{k:?}: ours {o:?}\n        base {bl:?}");
+    }
+    assert_eq!(r.errors, 0);
+    assert!(s.positives >= 50 && s.negatives >= 50);
+    assert!(s.recall() >= 0.9, "recall {}", s.recall());
+    assert!(
+        s.false_alarm_rate() <= 0.05,
+        "false alarms {}",
+        s.false_alarm_rate()
+    );
+    assert!(s.false_alarm_rate() < b.false_alarm_rate());
+    assert!(
+        s.median_rel_time_error <= b.median_rel_time_error * 1.1,
+        "time error {} vs {}",
+        s.median_rel_time_error,
+        b.median_rel_time_error
+    );
+}
+
+#[test]
+fn anomaly_scores_find_injected_anomalies() {
+    let cases = eval::generate_anomaly_set(11, 6);
+    let (precision, recall) = eval::evaluate_anomaly(&cases, 0.5);
+    eprintln!("anomaly precision {precision:.3} recall {recall:.3}");
+    assert!(precision >= 0.75, "precision {precision}");
+    assert!(recall >= 0.85, "recall {recall}");
+}

@@ -1,0 +1,180 @@
+//! `serve` with metric history configured: the forecasting task queries a
+//! (fake) Prometheus, raises `ResourceExhaustionPredicted` through the engine,
+//! serves the report and counts its runs.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::http::HeaderMap;
+use axum::routing::get;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn labels() -> &'static str {
+    r#"{"cluster":"c1","instance":"node-1","mountpoint":"/var"}"#
+}
+
+async fn query_range(headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>) -> String {
+    assert_eq!(
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+        Some("Bearer s3cret")
+    );
+    let (s, e, st): (i64, i64, i64) = (
+        q["start"].parse().unwrap(),
+        q["end"].parse().unwrap(),
+        q["step"].parse().unwrap(),
+    );
+    // A disk filling 2% per hour, at 90% now: full in about 5 hours.
+    let vals: Vec<String> = (0..)
+        .map(|k| s + k * st)
+        .take_while(|t| *t <= e)
+        .map(|t| format!("[{t},\"{}\"]", 90.0 - 2.0 * (e - t) as f64 / 3600.0))
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{},"values":[{}]}}]}}}}"#,
+        labels(),
+        vals.join(",")
+    )
+}
+
+async fn query(Query(q): Query<BTreeMap<String, String>>) -> String {
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{},"value":[{},"100"]}}]}}}}"#,
+        labels(),
+        q["time"]
+    )
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_predictive_alerts_and_serves_the_report() {
+    let app = axum::Router::new()
+        .route("/api/v1/query_range", get(query_range))
+        .route("/api/v1/query", get(query));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prom = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/disk.yaml"),
+        "models:\n  - name: disk\n    resource: disk\n    usage: disk_used_percent\n    capacity: {query: disk_size_percent}\n    match_on: [instance, mountpoint]\n    interval: 30s\n    labels: {node: instance}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let data = dir.path().join("data").display().to_string();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\nhistory:\n  lookback: 1d\n  endpoints:\n    - url: http://{prom}\n      bearer_token_env: STORMCAST_TEST_PROM_TOKEN\n"
+        ),
+    )
+    .unwrap();
+    let _child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_stormcast"))
+            .args([
+                "serve",
+                "--config",
+                dir.path().join("config.yaml").to_str().unwrap(),
+            ])
+            .env("STORMCAST_TEST_PROM_TOKEN", "s3cret")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        assert!(Instant::now() < deadline, "no predictive alert within 30s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Ok(r) = http.get(format!("{base}/api/v1/alerts")).send().await else {
+            continue;
+        };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if let Some(a) = v.as_array().and_then(|a| {
+            a.iter()
+                .find(|a| a["labels"]["alertname"] == "ResourceExhaustionPredicted")
+                .cloned()
+        }) {
+            break a;
+        }
+    };
+    assert_eq!(alert["labels"]["node"], "node-1");
+    assert_eq!(alert["labels"]["cluster"], "c1");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(alert["labels"]["resource"], "disk");
+    let conf: f64 = alert["annotations"]["confidence"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(conf > 0.9, "{alert}");
+
+    let report = loop {
+        let r = http
+            .get(format!("{base}/api/v1/report?format=json"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no report");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let at = report["series"][0]["exhaustion_at"].as_str().unwrap();
+    let lead = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp()
+        - chrono::Utc::now().timestamp();
+    assert!((4 * 3600..6 * 3600).contains(&lead), "lead {lead}s");
+    let html = http
+        .get(format!("{base}/api/v1/report"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<svg"));
+    let r = http
+        .get(format!("{base}/api/v1/report?format=pdf"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stormcast_forecast_runs_total{model=\"disk\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE stormcast_history_query_failures counter"),
+        "{metrics}"
+    );
+}
