@@ -195,12 +195,13 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     }
     // Whatever the last tick plans goes into the durable outbox: sent now if
     // the dispatcher still runs, otherwise by the next start.
-    {
+    let batch = {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
         let planned = e.take_planned();
-        enqueue_planned(&dispatcher, &e, &planned);
-    }
+        snapshot_planned(&e, planned)
+    };
+    enqueue_planned(&dispatcher, batch);
     let (o, s) = (outbox.clone(), store.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         o.flush().context("flushing the outbox")?;
@@ -275,13 +276,14 @@ async fn run_ticker(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                {
+                let batch = {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
                     let planned = e.take_planned();
-                    if enqueue_planned(&outlet.dispatcher, &e, &planned) > 0 {
-                        outlet.wake.notify_one();
-                    }
+                    snapshot_planned(&e, planned)
+                };
+                if enqueue_planned(&outlet.dispatcher, batch) > 0 {
+                    outlet.wake.notify_waiters();
                 }
             }
             _ = compact.tick() => {
@@ -295,10 +297,12 @@ async fn run_ticker(
                     Ok(Err(e)) => tracing::error!(error = %e, "Compaction failed"),
                     Err(e) => tracing::error!(error = %e, "Compaction panicked"),
                 }
-                engine
-                    .lock()
-                    .expect("engine lock")
-                    .forget_before(now - cfg.store.retention.as_chrono());
+                {
+                    let cutoff = now - cfg.store.retention.as_chrono();
+                    let mut e = engine.lock().expect("engine lock");
+                    e.forget_before(cutoff);
+                    e.planner_mut().forget_silences_before(cutoff);
+                }
             }
         }
     }
@@ -310,17 +314,24 @@ struct Outlet {
     wake: Arc<tokio::sync::Notify>,
 }
 
-/// Persists planned notifications in the outbox (before any send), with the
-/// incident snapshot and links they will be rendered from.
-fn enqueue_planned(dispatcher: &Dispatcher, engine: &Engine, planned: &[Notification]) -> usize {
-    if planned.is_empty() {
-        return 0;
-    }
-    for n in planned {
+/// Planned notifications with the incident snapshots and links they will be
+/// rendered from, taken while the engine is locked.
+struct PlannedBatch {
+    now: Timestamp,
+    planned: Vec<Notification>,
+    snapshots: std::collections::HashMap<String, (Incident, Links)>,
+}
+
+fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch {
+    let mut snapshots = std::collections::HashMap::new();
+    for n in &planned {
         tracing::info!(incident = %n.incident, receiver = %n.receiver, kind = n.kind.as_str(), "Notification planned");
-    }
-    let lookup = |id: &str| {
-        let inc = engine.incident(id)?.clone();
+        if snapshots.contains_key(&n.incident) {
+            continue;
+        }
+        let Some(inc) = engine.incident(&n.incident) else {
+            continue;
+        };
         let mut links = Links::default();
         for a in &inc.alerts {
             if let Some(st) = engine.alert(a.fingerprint) {
@@ -334,12 +345,26 @@ fn enqueue_planned(dispatcher: &Dispatcher, engine: &Engine, planned: &[Notifica
                 }
             }
         }
-        Some((inc, links))
-    };
-    match dispatcher.enqueue(planned, engine.now(), lookup) {
+        snapshots.insert(n.incident.clone(), (inc.clone(), links));
+    }
+    PlannedBatch {
+        now: engine.now(),
+        planned,
+        snapshots,
+    }
+}
+
+/// Persists planned notifications in the outbox, before any send.
+fn enqueue_planned(dispatcher: &Dispatcher, batch: PlannedBatch) -> usize {
+    if batch.planned.is_empty() {
+        return 0;
+    }
+    match dispatcher.enqueue(&batch.planned, batch.now, |id| {
+        batch.snapshots.get(id).cloned()
+    }) {
         Ok(n) => n,
         Err(e) => {
-            tracing::error!(error = %e, messages = planned.len(), "Cannot persist notifications in the outbox");
+            tracing::error!(error = %e, messages = batch.planned.len(), "Cannot persist notifications in the outbox");
             0
         }
     }

@@ -111,6 +111,19 @@ enum Command {
         #[arg(long, default_value = "-")]
         output: PathBuf,
     },
+    /// Manage silences on a running stormcast (over its HTTP API).
+    Silence {
+        /// Base URL of the stormcast API.
+        #[arg(
+            long,
+            env = "STORMCAST_URL",
+            default_value = "http://127.0.0.1:9797",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Validate a configuration file and everything it refers to, reporting
     /// every error with its key path. Exits non-zero on any error.
     CheckConfig {
@@ -121,6 +134,34 @@ enum Command {
         #[arg(long)]
         models: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence incidents matching every matcher, e.g.
+    /// `stormcast silence add 'cluster="prod-1"' 'alertname=~"Kube.*"' -c "node upgrade"`.
+    Add {
+        /// Alertmanager matchers: name="value", name!="value", name=~"re", name!~"re".
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long the silence lasts.
+        #[arg(long, short, default_value = "1h")]
+        duration: String,
+        /// Who is silencing (default: $USER).
+        #[arg(long, short)]
+        author: Option<String>,
+        /// Why.
+        #[arg(long, short)]
+        comment: String,
+    },
+    /// List active and pending silences.
+    List {
+        /// Include expired silences.
+        #[arg(long)]
+        expired: bool,
+    },
+    /// Expire a silence now.
+    Expire { id: String },
 }
 
 fn init_logging(level: &str, format: &str) {
@@ -275,6 +316,40 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 n
             };
             eprintln!("exported {n} deliveries");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Silence { url, command } => {
+            use stormcast::notify::cli;
+            match command {
+                SilenceCommand::Add {
+                    matchers,
+                    duration,
+                    author,
+                    comment,
+                } => {
+                    let duration: stormcast::config::PromDuration = duration
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+                    let author = author
+                        .or_else(|| std::env::var("USER").ok())
+                        .unwrap_or_else(|| "stormcast".to_owned());
+                    let id = cli::add(
+                        &url,
+                        &cli::AddSilence {
+                            matchers,
+                            duration,
+                            author,
+                            comment,
+                        },
+                    )?;
+                    println!("{id}");
+                }
+                SilenceCommand::List { expired } => print!("{}", cli::list(&url, expired)?),
+                SilenceCommand::Expire { id } => {
+                    cli::expire(&url, &id)?;
+                    println!("expired {id}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig {

@@ -183,7 +183,7 @@ async fn dingtalk_signed_markdown_with_mentions() {
     );
     // The only @ is the configured mention; hostile markup is escaped.
     assert_eq!(text.matches('@').count(), 1, "{text}");
-    assert!(text.contains(r"\*＠all\*"), "{text}");
+    assert!(text.contains("＊＠all＊"), "{text}");
     assert!(!text.contains("<script"), "{text}");
 }
 

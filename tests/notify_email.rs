@@ -210,3 +210,136 @@ async fn unreachable_smtp_is_retryable_and_credentials_never_print() {
     assert!(matches!(r, SendResult::Retryable { .. }), "{r:?}");
     assert!(!format!("{r:?}").contains("smtp-pa55"));
 }
+
+fn start_smtp(py: &str, maildir: &Path, extra: &[&std::ffi::OsStr]) -> (Server, u16) {
+    let port = free_port();
+    let server = Server(
+        Command::new(py)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "aiosmtpd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (server, port)
+}
+
+fn count_mail(maildir: &Path) -> usize {
+    std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn email_over_starttls_and_implicit_tls() {
+    let Some(py) = python_with_aiosmtpd() else {
+        if std::env::var("STORMCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("python3 with aiosmtpd is required (STORMCAST_REQUIRE_EXTERNAL=1)");
+        }
+        eprintln!("skipping: python3 -m aiosmtpd is not available");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=smtp.stormcast.test"])
+        .args(["-addext", "subjectAltName=DNS:smtp.stormcast.test"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("STORMCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("openssl is required to make a test certificate");
+        }
+        eprintln!("skipping: openssl is not available");
+        return;
+    }
+    let inc = incident(
+        "inc-7",
+        t("2026-11-23T03:00:00Z"),
+        &[("alertname", "X")],
+        &["c"],
+    );
+    let msg = message(&inc, "ops", MessageKind::First, 0);
+    let tls = |port: u16, implicit: bool| EmailConfig {
+        to: "oncall@example.com".into(),
+        from: "stormcast@example.com".into(),
+        smarthost: format!("127.0.0.1:{port}"),
+        require_tls: true,
+        force_implicit_tls: implicit,
+        tls_config: stormcast::notify::email::EmailTlsConfig {
+            ca_file: Some(cert.display().to_string()),
+            server_name: Some("smtp.stormcast.test".into()),
+            insecure_skip_verify: false,
+        },
+        ..Default::default()
+    };
+
+    // STARTTLS, required by the server too.
+    let starttls_dir = dir.path().join("starttls");
+    let (_s1, p1) = start_smtp(
+        &py,
+        &starttls_dir,
+        &[
+            "--tlscert".as_ref(),
+            cert.as_os_str(),
+            "--tlskey".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    let email = Email::new(tls(p1, false)).unwrap();
+    assert_eq!(
+        email.send(std::slice::from_ref(&msg)).await,
+        SendResult::Delivered
+    );
+
+    // Implicit TLS (smtps).
+    let smtps_dir = dir.path().join("smtps");
+    let (_s2, p2) = start_smtp(
+        &py,
+        &smtps_dir,
+        &[
+            "--smtpscert".as_ref(),
+            cert.as_os_str(),
+            "--smtpskey".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    let email = Email::new(tls(p2, true)).unwrap();
+    assert_eq!(
+        email.send(std::slice::from_ref(&msg)).await,
+        SendResult::Delivered
+    );
+
+    // Without trusting the CA the handshake fails and nothing is delivered.
+    let mut untrusted = tls(p2, true);
+    untrusted.tls_config.ca_file = None;
+    let r = Email::new(untrusted)
+        .unwrap()
+        .send(std::slice::from_ref(&msg))
+        .await;
+    assert!(!matches!(r, SendResult::Delivered), "{r:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count_mail(&starttls_dir) < 1 || count_mail(&smtps_dir) < 1 {
+        assert!(Instant::now() < deadline, "mail did not arrive");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count_mail(&smtps_dir), 1);
+}

@@ -210,3 +210,39 @@ receivers:
         assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    for (k, v) in [
+        (
+            "STORMCAST_SLACK_URL",
+            "https://hooks.slack.com/services/T/B/x",
+        ),
+        ("STORMCAST_SMTP_PASSWORD", "pw"),
+        (
+            "STORMCAST_DINGTALK_URL",
+            "https://oapi.dingtalk.com/robot/send?access_token=x",
+        ),
+        ("STORMCAST_DINGTALK_SECRET", "SECx"),
+        ("STORMCAST_WEBHOOK_TOKEN", "tok"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/stormcast-notify.yaml"),
+    )
+    .unwrap();
+    let cfg = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let inc = incident(
+        "i",
+        t("2026-11-23T03:00:00Z"),
+        &[
+            ("alertname", "KubeNodeNotReady"),
+            ("severity", "critical"),
+            ("namespace", "payments"),
+        ],
+        &["prod-sh-1"],
+    );
+    let got: Vec<String> = receivers(&cfg, &inc).into_iter().map(|r| r.0).collect();
+    assert_eq!(got, ["oncall-email", "payments-webhook"]);
+}

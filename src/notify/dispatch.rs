@@ -477,44 +477,78 @@ impl Dispatcher {
         Duration::from_secs_f64(capped * jitter)
     }
 
-    /// The earliest time a pending entry is due, for the serve loop to sleep until.
-    pub fn next_due(&self) -> Option<Timestamp> {
+    /// Sends what is due on one channel only (`serve` runs one loop per
+    /// channel, so a hanging service never delays the others).
+    pub async fn step_channel(&self, name: &str, now: Timestamp) -> Result<StepReport, StoreError> {
+        let Some(chan) = self.channel(name) else {
+            return Ok(StepReport::default());
+        };
+        let list: Vec<OutboxEntry> = self
+            .outbox
+            .entries()?
+            .into_iter()
+            .filter(|e| e.state == EntryState::Pending && e.channel == name)
+            .collect();
+        let r = self.run_channel(chan, list, now).await?;
+        self.metrics.outbox_depth.set(self.outbox.depth() as i64);
+        Ok(r)
+    }
+
+    /// The earliest time a pending entry of `channel` is due.
+    fn next_due_for(&self, channel: &str) -> Option<Timestamp> {
         self.outbox
             .entries()
             .ok()?
             .into_iter()
-            .filter(|e| e.state == EntryState::Pending)
+            .filter(|e| e.state == EntryState::Pending && e.channel == channel)
             .map(|e| e.next_attempt)
             .min()
     }
 
-    /// Runs until `stop` flips, stepping at each due time (at least every
-    /// `max_sleep`) or when `wake` is notified.
+    /// Runs one loop per channel until `stop` flips; each steps at its next
+    /// due time (at least every second) or when `wake` is notified.
     pub async fn run(
         self: Arc<Self>,
         clock: Arc<dyn crate::engine::Clock>,
         wake: Arc<tokio::sync::Notify>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let max_sleep = Duration::from_secs(1);
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let now = clock.now();
-            if let Err(e) = self.step(now).await {
-                tracing::error!(error = %e, "Outbox step failed");
-            }
-            let sleep = self
-                .next_due()
-                .map(|t| to_std(t - clock.now()))
-                .unwrap_or(max_sleep)
-                .min(max_sleep);
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = wake.notified() => {}
-                _ = stop.changed() => {}
-            }
+        let names: Vec<String> = self
+            .channels
+            .values()
+            .flatten()
+            .map(|c| c.name.clone())
+            .collect();
+        let mut tasks = Vec::new();
+        for name in names {
+            let d = self.clone();
+            let clock = clock.clone();
+            let wake = wake.clone();
+            let mut stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let max_sleep = Duration::from_secs(1);
+                loop {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if let Err(e) = d.step_channel(&name, clock.now()).await {
+                        tracing::error!(channel = %name, error = %e, "Outbox step failed");
+                    }
+                    let sleep = d
+                        .next_due_for(&name)
+                        .map(|t| to_std(t - clock.now()))
+                        .unwrap_or(max_sleep)
+                        .min(max_sleep);
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = wake.notified() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     }
 }

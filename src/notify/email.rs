@@ -42,8 +42,22 @@ pub struct EmailConfig {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// TLS settings for STARTTLS and implicit TLS.
+    pub tls_config: EmailTlsConfig,
     /// Per-message timeout.
     pub timeout: PromDuration,
+}
+
+/// TLS settings of an SMTP connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmailTlsConfig {
+    /// PEM file of a CA to trust in addition to the system roots (relative to the config file).
+    pub ca_file: Option<String>,
+    /// Name to verify the server certificate against (default: the smarthost's host).
+    pub server_name: Option<String>,
+    /// Accept any certificate. Only for testing.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for EmailConfig {
@@ -63,6 +77,7 @@ impl Default for EmailConfig {
             subject: None,
             text: None,
             html: None,
+            tls_config: EmailTlsConfig::default(),
             timeout: PromDuration::secs(30),
         }
     }
@@ -125,6 +140,22 @@ impl EmailConfig {
                 }
             }
         }
+        if let Some(ca) = &self.tls_config.ca_file {
+            let p = ctx.resolve_path(std::path::Path::new(ca));
+            match std::fs::read(&p) {
+                Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => {
+                    self.tls_config.ca_file = Some(p.display().to_string());
+                }
+                Ok(_) => errs.push(
+                    format!("{path}.tls_config.ca_file"),
+                    format!("{} holds no PEM certificate", p.display()),
+                ),
+                Err(e) => errs.push(
+                    format!("{path}.tls_config.ca_file"),
+                    format!("cannot read {}: {e}", p.display()),
+                ),
+            }
+        }
         if self.timeout.is_zero() {
             errs.push(format!("{path}.timeout"), "must be greater than 0");
         }
@@ -140,15 +171,28 @@ pub struct Email {
 impl Email {
     pub fn new(cfg: EmailConfig) -> Result<Self, String> {
         let (host, port) = split_host(&cfg.smarthost).ok_or("smarthost is not host:port")?;
-        let builder = if cfg.force_implicit_tls {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| e.to_string())?
+        let mut tls = TlsParameters::builder(
+            cfg.tls_config
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host.to_owned()),
+        )
+        .dangerous_accept_invalid_certs(cfg.tls_config.insecure_skip_verify);
+        if let Some(ca) = &cfg.tls_config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {ca}: {e}"))?;
+            let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{ca}: {e}"))?;
+            tls = tls.add_root_certificate(cert);
+        }
+        let params = tls.build().map_err(|e| e.to_string())?;
+        let tls = if cfg.force_implicit_tls {
+            Tls::Wrapper(params)
         } else if cfg.require_tls {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| e.to_string())?
+            Tls::Required(params)
         } else {
-            let params = TlsParameters::new(host.to_owned()).map_err(|e| e.to_string())?;
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                .tls(Tls::Opportunistic(params))
+            Tls::Opportunistic(params)
         };
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).tls(tls);
         let mut builder = builder.port(port).timeout(Some(cfg.timeout.as_std()));
         if let Some(h) = &cfg.hello {
             builder = builder.hello_name(lettre::transport::smtp::extension::ClientId::Domain(

@@ -8,6 +8,7 @@
 //! [`render`] turns an incident into each channel's text with minijinja.
 
 pub mod api;
+pub mod cli;
 pub mod dingtalk;
 pub mod dispatch;
 pub mod email;

@@ -37,13 +37,30 @@ struct Track {
 
 type Key = (String, String);
 
+/// What the planner keeps about an open incident: enough to match silences,
+/// not the members (messages are rendered from the engine's copy).
+#[derive(Debug, Clone)]
+struct Subject {
+    opened_at: Timestamp,
+    sets: Vec<crate::domain::Labels>,
+}
+
+impl Subject {
+    fn of(inc: &Incident) -> Self {
+        Subject {
+            opened_at: inc.opened_at,
+            sets: incident_label_sets(inc),
+        }
+    }
+}
+
 /// Turns incident events into planned messages.
 #[derive(Debug, Default)]
 pub struct Planner {
     settings: PlannerSettings,
     tracks: BTreeMap<Key, Track>,
     due_index: BTreeSet<(Timestamp, Key)>,
-    incidents: HashMap<String, Incident>,
+    incidents: HashMap<String, Subject>,
     acked: HashSet<String>,
     silences: Vec<(Silence, Vec<Matcher>)>,
 }
@@ -127,13 +144,18 @@ impl Planner {
         now: Timestamp,
     ) -> Vec<Notification> {
         let id = event.id().to_owned();
-        self.incidents.insert(id.clone(), incident.clone());
+        if let IncidentEvent::Updated {
+            change: Change::Members,
+            ..
+        } = event
+        {
+            // Members alone change neither routing nor silencing.
+            return Vec::new();
+        }
+        self.incidents.insert(id.clone(), Subject::of(incident));
         match event {
             IncidentEvent::Opened { .. } => self.add_routes(incident, now),
-            IncidentEvent::Updated { change, .. } => {
-                if *change == Change::Members {
-                    return Vec::new();
-                }
+            IncidentEvent::Updated { .. } => {
                 self.acked.remove(&id);
                 for key in self.keys_of(&id) {
                     let t = &self.tracks[&key];
@@ -181,7 +203,7 @@ impl Planner {
         last_seq: impl Fn(&str, &str) -> Option<u32>,
     ) {
         for inc in incidents.iter().filter(|i| i.is_open()) {
-            self.incidents.insert(inc.id.clone(), (*inc).clone());
+            self.incidents.insert(inc.id.clone(), Subject::of(inc));
             for m in self.routes(inc) {
                 let key = (inc.id.clone(), m.receiver.clone());
                 let sent = last_seq(&inc.id, &m.receiver);
@@ -286,8 +308,8 @@ impl Planner {
         out
     }
 
-    fn silenced_until(&self, inc: &Incident, now: Timestamp) -> Option<Timestamp> {
-        let sets = incident_label_sets(inc);
+    fn silenced_until(&self, inc: &Subject, now: Timestamp) -> Option<Timestamp> {
+        let sets = &inc.sets;
         self.silences
             .iter()
             .filter(|(s, ms)| {

@@ -31,8 +31,10 @@ pub enum Escape {
     Html,
     /// Slack mrkdwn: `&`, `<`, `>` become entities.
     Slack,
-    /// DingTalk markdown: markup characters are backslash-escaped and `@`
-    /// becomes a full-width `＠`, so only the robot's `at` field can mention.
+    /// DingTalk markdown: markup characters (`* [ ] # ! | ~ < > \\` and
+    /// backticks) and `@` become their full-width forms, which DingTalk shows
+    /// as text, so values cannot add links or emphasis and only the robot's
+    /// `at` field can mention anyone.
     Dingtalk,
 }
 
@@ -50,17 +52,22 @@ pub fn escape(mode: Escape, s: &str) -> String {
             (Escape::Slack, '&') => out.push_str("&amp;"),
             (Escape::Slack, '<') => out.push_str("&lt;"),
             (Escape::Slack, '>') => out.push_str("&gt;"),
-            (Escape::Dingtalk, '@') => out.push('＠'),
-            (Escape::Dingtalk, '<') => out.push_str("&lt;"),
-            (Escape::Dingtalk, '>') => out.push_str("&gt;"),
             (Escape::Dingtalk, '\n') => out.push(' '),
-            (
-                Escape::Dingtalk,
-                '\\' | '*' | '_' | '`' | '#' | '[' | ']' | '(' | ')' | '!' | '|' | '~',
-            ) => {
-                out.push('\\');
-                out.push(c);
-            }
+            (Escape::Dingtalk, c) => out.push(match c {
+                '@' => '＠',
+                '<' => '＜',
+                '>' => '＞',
+                '*' => '＊',
+                '`' => '｀',
+                '#' => '＃',
+                '[' => '［',
+                ']' => '］',
+                '!' => '！',
+                '|' => '｜',
+                '~' => '～',
+                '\\' => '＼',
+                c => c,
+            }),
             (_, c) => out.push(c),
         }
     }
@@ -310,7 +317,7 @@ mod tests {
         );
         let d = escape(Escape::Dingtalk, s);
         assert!(!d.contains('@') && !d.contains('<'), "{d}");
-        assert!(d.contains(r"\*＠all\*"), "{d}");
+        assert!(d.contains("＊＠all＊") && d.contains("［x］(y)"), "{d}");
         assert_eq!(sanitize_url(Escape::Html, "javascript:alert(1)"), "");
     }
 }
