@@ -195,8 +195,29 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
-    let _ = sender.await;
-    let _ = forecaster.await;
+    // A send in flight (a slow SMTP server, a rate-limited channel) must not
+    // outlast the grace period: what is not sent stays in the durable outbox
+    // and goes out after the restart.
+    let send_budget = SHUTDOWN_GRACE
+        .saturating_sub(REQUEST_DRAIN)
+        .saturating_sub(OUTBOX_FLUSH_RESERVE);
+    let mut sender = sender;
+    if tokio::time::timeout(send_budget, &mut sender)
+        .await
+        .is_err()
+    {
+        tracing::warn!(budget = ?send_budget, "Deliveries still in flight at shutdown; they stay in the outbox");
+        sender.abort();
+    }
+    // The forecaster stops at its next check of the stop signal; a model run
+    // still going is abandoned (predictions are recomputed after the restart).
+    let mut forecaster = forecaster;
+    if tokio::time::timeout(Duration::from_secs(2), &mut forecaster)
+        .await
+        .is_err()
+    {
+        forecaster.abort();
+    }
     // Whatever the last tick plans goes into the durable outbox: sent now if
     // the dispatcher still runs, otherwise by the next start.
     let batch = {
@@ -223,6 +244,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
 
 /// How long in-flight HTTP requests get after SIGTERM before they are cut.
 pub const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+
+/// Time kept for the final tick and the store and outbox flushes.
+const OUTBOX_FLUSH_RESERVE: Duration = Duration::from_secs(5);
 
 /// The whole shutdown budget, below Kubernetes' default
 /// `terminationGracePeriodSeconds` (30) and the manifests' value.

@@ -450,7 +450,13 @@ fn check_config(text: &str) {
         if let Some((_, p)) = line.split_once("_file: ") {
             let p = Path::new(p.trim());
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, "0123456789abcdef0123456789abcdef").unwrap();
+            // What the Secret holds: a webhook URL or a token.
+            let content = if p.to_string_lossy().contains("url") {
+                "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXX"
+            } else {
+                "0123456789abcdef0123456789abcdef"
+            };
+            std::fs::write(p, content).unwrap();
         }
     }
     let file = dir.path().join("stormcast.yaml");

@@ -37,13 +37,19 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
     Ok((status, body))
 }
 
+fn start(dir: &Path, port: u16, log: &str) -> Child {
+    start_with(dir, port, log, "")
+}
+
 // The caller owns the child and waits for it in `sigterm_and_wait`.
 #[allow(clippy::zombie_processes)]
-fn start(dir: &Path, port: u16, log: &str) -> Child {
+fn start_with(dir: &Path, port: u16, log: &str, extra_config: &str) -> Child {
     let config = dir.join("stormcast.yaml");
     std::fs::write(
         &config,
-        "sources:\n  - name: prod-a\n    cluster: prod-a\n    bearer_token: drain-test-token\n",
+        format!(
+            "sources:\n  - name: prod-a\n    cluster: prod-a\n    bearer_token: drain-test-token\n{extra_config}"
+        ),
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("rules")).unwrap();
@@ -225,3 +231,52 @@ fn sigterm_under_load_loses_no_acknowledged_alert() {
 
 const PAYLOAD_ONE: &str = r#"{"version":"4","status":"firing","receiver":"stormcast","groupKey":"{}:{}",
 "alerts":[{"status":"firing","labels":{"alertname":"KubePodNotReady","namespace":"shop","pod":"POD","severity":"warning"},"startsAt":"2026-11-20T08:00:00Z","endsAt":"0001-01-01T00:00:00Z"}]}"#;
+
+/// A channel that accepts the connection and never answers (with a 120s
+/// channel timeout) must not hold shutdown past the grace period.
+#[test]
+fn a_hanging_channel_does_not_outlast_the_grace_period() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        // Accept and hold every connection without answering.
+        let accepted = accepted.clone();
+        let hook = hook.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in hook.incoming() {
+                match s {
+                    Ok(s) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        held.push(s);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    let receivers = format!(
+        "route: {{receiver: hook, group_wait: 0s}}\n\
+         receivers:\n  - name: hook\n    webhook_configs: [{{url: 'http://127.0.0.1:{hook_port}/hook', timeout: 120s}}]\n"
+    );
+    let port = free_port();
+    let child = start_with(dir.path(), port, "hang.log", &receivers);
+    let (status, body) = http(port, "POST", "/api/v1/alerts", PAYLOAD).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the webhook was never called");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (exit, took) = sigterm_and_wait(child);
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        took < stormcast::app::SHUTDOWN_GRACE,
+        "a hanging channel held shutdown for {took:?}"
+    );
+}
