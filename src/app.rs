@@ -87,10 +87,12 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
             .planner_mut()
             .restore(&open, now, |i, r| outbox.last_seq(i, r));
     }
+    let acks = crate::notify::api::restore_acks(&store, &mut engine)?;
     tracing::info!(
         alerts = restored,
         journal_replayed = replayed,
         silences,
+        acks,
         outbox = outbox.depth(),
         "State recovered"
     );
