@@ -244,6 +244,11 @@ async fn run_ticker(
                     e.forget_before(cutoff);
                     e.planner_mut().forget_silences_before(cutoff);
                 }
+                match outlet.dispatcher.outbox().prune_failed(now - cfg.store.retention.as_chrono()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(messages = n, "Pruned failed notifications past retention"),
+                    Err(e) => tracing::error!(error = %e, "Cannot prune the outbox"),
+                }
             }
         }
     }
