@@ -282,3 +282,21 @@ fn restore_after_restart_resumes_without_resending() {
     assert_eq!(done.len(), 1);
     assert_eq!((done[0].kind, done[0].seq), (MessageKind::Resolved, 1));
 }
+
+#[test]
+fn no_resolved_message_when_no_channel_wants_one() {
+    let yaml = "route: {receiver: quiet, group_wait: 0s}\nreceivers:\n  - name: quiet\n    slack_configs: [{api_url: 'https://hooks.example/x', send_resolved: false}]\n";
+    let mut p = planner(yaml);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = inc();
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    assert_eq!(out.len(), 1, "group_wait 0s sends at once");
+    inc.resolved_at = Some(t0 + Duration::minutes(5));
+    out.extend(p.plan(
+        &IncidentEvent::Resolved { id: "inc-1".into() },
+        &inc,
+        t0 + Duration::minutes(5),
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(p.next_deadline(), None);
+}
