@@ -100,10 +100,12 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
             .planner_mut()
             .restore(&open, now, |i, r| outbox.last_seq(i, r));
     }
+    let acks = crate::notify::api::restore_acks(&store, &mut engine)?;
     tracing::info!(
         alerts = restored,
         journal_replayed = replayed,
         silences,
+        acks,
         outbox = outbox.depth(),
         "State recovered"
     );
@@ -327,6 +329,11 @@ async fn run_ticker(
                     let mut e = engine.lock().expect("engine lock");
                     e.forget_before(cutoff);
                     e.planner_mut().forget_silences_before(cutoff);
+                }
+                match outlet.dispatcher.outbox().prune_failed(now - cfg.store.retention.as_chrono()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(messages = n, "Pruned failed notifications past retention"),
+                    Err(e) => tracing::error!(error = %e, "Cannot prune the outbox"),
                 }
             }
         }

@@ -166,6 +166,11 @@ async fn permanent_failures_stay_visible_and_the_breaker_opens() {
         now += Duration::seconds(1);
         assert!(now < t0 + Duration::minutes(30), "never recovered");
     }
+    // The failed entry stays visible until retention prunes it.
+    assert_eq!(outbox.depth(), 1);
+    assert_eq!(outbox.prune_failed(t0).unwrap(), 0);
+    assert_eq!(outbox.prune_failed(t0 + Duration::days(7)).unwrap(), 1);
+    assert_eq!(outbox.depth(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,3 +246,57 @@ time_intervals:
     assert_eq!(out[0].receiver, "office");
     assert_eq!(out[0].at, t("2026-11-23T09:00:00Z"));
 }
+
+#[test]
+fn restore_after_restart_resumes_without_resending() {
+    let t0 = t("2026-11-23T03:00:00Z");
+    let now = t0 + Duration::minutes(10);
+    let notified = inc();
+    let mut fresh = incident(
+        "inc-2",
+        now,
+        &[("alertname", "KubeNodeNotReady")],
+        &["prod-2"],
+    );
+    fresh.opened_at = now;
+    let mut p = planner(CFG);
+    // inc-1 had message seq 0 queued before the crash; inc-2 had nothing yet.
+    p.restore(&[&notified, &fresh], now, |i, _| {
+        (i == "inc-1").then_some(0)
+    });
+    let mut out = Vec::new();
+    run_until(&mut p, now + Duration::seconds(30), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].incident.as_str(), out[0].kind),
+        ("inc-2", MessageKind::First)
+    );
+    // inc-1 resolves: its resolved message continues the sequence.
+    let mut r = notified.clone();
+    r.resolved_at = Some(now + Duration::minutes(1));
+    let done = p.plan(
+        &IncidentEvent::Resolved { id: "inc-1".into() },
+        &r,
+        now + Duration::minutes(1),
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].kind, done[0].seq), (MessageKind::Resolved, 1));
+}
+
+#[test]
+fn no_resolved_message_when_no_channel_wants_one() {
+    let yaml = "route: {receiver: quiet, group_wait: 0s}\nreceivers:\n  - name: quiet\n    slack_configs: [{api_url: 'https://hooks.example/x', send_resolved: false}]\n";
+    let mut p = planner(yaml);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = inc();
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    assert_eq!(out.len(), 1, "group_wait 0s sends at once");
+    inc.resolved_at = Some(t0 + Duration::minutes(5));
+    out.extend(p.plan(
+        &IncidentEvent::Resolved { id: "inc-1".into() },
+        &inc,
+        t0 + Duration::minutes(5),
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(p.next_deadline(), None);
+}

@@ -53,6 +53,31 @@ pub fn restore_silences(store: &Store, engine: &mut Engine) -> Result<usize, Sto
     Ok(n)
 }
 
+/// Re-applies acknowledgements of incidents still open and unchanged since
+/// (after [`Planner::restore`](super::Planner::restore)); forgets the others,
+/// erring towards more repeats rather than fewer.
+pub fn restore_acks(store: &Store, engine: &mut Engine) -> Result<usize, StoreError> {
+    let tree = store.tree("acks")?;
+    let mut n = 0;
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        let id = String::from_utf8_lossy(&k).into_owned();
+        let acked_at = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<Timestamp>().ok());
+        let unchanged = matches!(
+            (engine.incident(&id), acked_at),
+            (Some(inc), Some(at)) if inc.updated_at <= at
+        );
+        if unchanged && engine.planner_mut().ack(&id) {
+            n += 1;
+        } else {
+            tree.remove(&k)?;
+        }
+    }
+    Ok(n)
+}
+
 fn save_silence(store: &Store, s: &Silence) -> Result<(), StoreError> {
     let tree = store.tree("silences")?;
     let v = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt {

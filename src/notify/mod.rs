@@ -130,9 +130,26 @@ pub fn planner_settings(config: &Config) -> PlannerSettings {
         let receivers: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
         Arc::new(r.compile(&receivers, &intervals, &mut errs))
     });
+    let no_resolved = config
+        .receivers
+        .iter()
+        .filter(|r| {
+            let flags: Vec<bool> = r
+                .email_configs
+                .iter()
+                .map(|c| c.send_resolved)
+                .chain(r.slack_configs.iter().map(|c| c.send_resolved))
+                .chain(r.dingtalk_configs.iter().map(|c| c.send_resolved))
+                .chain(r.webhook_configs.iter().map(|c| c.send_resolved))
+                .collect();
+            !flags.is_empty() && flags.iter().all(|s| !s)
+        })
+        .map(|r| r.name.clone())
+        .collect();
     PlannerSettings {
         route,
         intervals: Arc::new(intervals),
+        no_resolved: Arc::new(no_resolved),
     }
 }
 

@@ -188,6 +188,19 @@ impl Outbox {
             .max()
     }
 
+    /// Drops failed entries created before `cutoff` (they stay visible until then).
+    pub fn prune_failed(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for e in self.entries()? {
+            if e.state == EntryState::Failed && e.created_at < cutoff {
+                self.pending.remove(e.id.to_be_bytes())?;
+                self.keys.remove(e.key.as_bytes())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.pending.flush()?;
         self.sent.flush()?;

@@ -24,6 +24,8 @@ pub struct PlannerSettings {
     /// The compiled routing tree; `None` routes everything to `default`.
     pub route: Option<Arc<Route>>,
     pub intervals: Arc<HashMap<String, TimeInterval>>,
+    /// Receivers none of whose channels send resolved messages.
+    pub no_resolved: Arc<HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +178,8 @@ impl Planner {
             }
             IncidentEvent::Resolved { .. } => {
                 for key in self.keys_of(&id) {
-                    if self.tracks[&key].sent_firing {
+                    if self.tracks[&key].sent_firing && !self.settings.no_resolved.contains(&key.1)
+                    {
                         self.set_due(&key, Some((now, MessageKind::Resolved)));
                     } else {
                         self.remove(&key);
