@@ -157,3 +157,98 @@ fn report_renders_html_with_a_chart_per_risk() {
         .unwrap()
         .starts_with("# stormcast forecast report"));
 }
+
+async fn fake_prometheus() -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::BTreeMap;
+    async fn range(Query(q): Query<BTreeMap<String, String>>) -> String {
+        let (s, e, st): (i64, i64, i64) = (
+            q["start"].parse().unwrap(),
+            q["end"].parse().unwrap(),
+            q["step"].parse().unwrap(),
+        );
+        let series: Vec<String> = [("a", 1.0), ("b", 0.0)]
+            .iter()
+            .map(|(pvc, rate)| {
+                let vals: Vec<String> = (0..)
+                    .map(|k| s + k * st)
+                    .take_while(|t| *t <= e)
+                    .map(|t| format!("[{t},\"{}\"]", 80.0 - rate * (e - t) as f64 / 3600.0))
+                    .collect();
+                format!(
+                    r#"{{"metric":{{"persistentvolumeclaim":"{pvc}"}},"values":[{}]}}"#,
+                    vals.join(",")
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+            series.join(",")
+        )
+    }
+    async fn instant(Query(q): Query<BTreeMap<String, String>>) -> String {
+        if q["query"] == "broken(" {
+            return r#"{"status":"error","errorType":"bad_data","error":"unexpected end of input"}"#.into();
+        }
+        let t = &q["time"];
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"persistentvolumeclaim":"a"}},"value":[{t},"100"]}},{{"metric":{{"persistentvolumeclaim":"b"}},"value":[{t},"100"]}}]}}}}"#
+        )
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/query_range", get(range))
+        .route("/api/v1/query", get(instant));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_from_prometheus_with_a_capacity_query() {
+    let url = fake_prometheus().await;
+    let args = move |cap: &str| {
+        vec![
+            "forecast".to_string(),
+            "--prometheus".into(),
+            url.clone(),
+            "--query".into(),
+            "kubelet_volume_stats_used_bytes".into(),
+            "--capacity".into(),
+            cap.into(),
+            "--lookback".into(),
+            "2d".into(),
+            "--output".into(),
+            "json".into(),
+        ]
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        let ok = stormcast()
+            .args(args("kubelet_volume_stats_capacity_bytes"))
+            .output()
+            .unwrap();
+        let bad = stormcast().args(args("broken(")).output().unwrap();
+        (ok, bad)
+    })
+    .await
+    .unwrap();
+    let (ok, bad) = out;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["series"][0]["labels"]["persistentvolumeclaim"], "a");
+    let lead =
+        chrono::DateTime::parse_from_rfc3339(v["series"][0]["exhaustion_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+            - chrono::Utc::now().timestamp();
+    assert!((19 * 3600..21 * 3600).contains(&lead), "lead {lead}");
+    assert!(v["series"][1]["exhaustion_at"].is_null());
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unexpected end of input"), "{err}");
+}

@@ -45,6 +45,10 @@ fn alert_labels(model: &ModelDef, r: &SeriesResult, alertname: &str) -> BTreeMap
             l.insert(alert_label.clone(), v.clone());
         }
     }
+    // Received alerts without a cluster get "unknown" at ingest; say it
+    // here so that the identity we track matches the engine's.
+    l.entry("cluster".into())
+        .or_insert_with(|| "unknown".into());
     l.insert("alertname".into(), alertname.into());
     l.insert("resource".into(), model.resource.clone());
     l.insert("model".into(), model.name.clone());
@@ -133,6 +137,31 @@ pub struct PredictiveState {
 }
 
 impl PredictiveState {
+    /// Remembers a predictive alert that is firing in the engine (after a
+    /// restart), so that it is resolved if the prediction no longer holds.
+    pub fn restore(&mut self, alert: &crate::domain::AlertState) {
+        if alert.source != PREDICTIVE_SOURCE || !alert.is_firing() {
+            return;
+        }
+        let Some(model) = alert.labels.get("model") else {
+            return;
+        };
+        let labels: BTreeMap<String, String> = alert
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let ann: serde_json::Map<String, Value> = alert
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect();
+        self.active
+            .entry(model.to_owned())
+            .or_default()
+            .insert(labels, (alert.starts_at, Value::Object(ann)));
+    }
+
     /// The webhook alerts for one model's evaluation: every alert it
     /// predicts (firing) plus every previously firing one it no longer
     /// predicts (resolved).
@@ -272,5 +301,38 @@ mod tests {
         assert_eq!(alerts[0]["status"], "resolved");
         delivery(&webhook_body(&model.name, &alerts), now).unwrap();
         assert!(st.update(&model, &[disk_result(0.0)], now).is_empty());
+    }
+
+    #[test]
+    fn firing_alerts_are_restored_from_the_engine_and_resolved() {
+        use crate::correlate::{CorrelateSettings, Correlator};
+        use crate::engine::{Engine, ManualClock};
+        use crate::notify::Planner;
+        let model = parse_models(super::super::models::BUILTIN)
+            .unwrap()
+            .remove(0);
+        let now = Utc::now();
+        let mut engine = Engine::new(
+            std::sync::Arc::new(ManualClock::new(now)),
+            Correlator::new(CorrelateSettings::default()),
+            Planner::new(),
+        );
+        let mut r = disk_result(1.7);
+        r.labels.remove("cluster");
+        let alerts = PredictiveState::default().update(&model, &[r.clone()], now);
+        engine.apply(&delivery(&webhook_body(&model.name, &alerts), now).unwrap());
+        // A restarted service knows only what the engine knows.
+        let mut st = PredictiveState::default();
+        for a in engine.alerts() {
+            st.restore(a);
+        }
+        let mut flat = disk_result(0.0);
+        flat.labels.remove("cluster");
+        let out = st.update(&model, &[flat], now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["status"], "resolved");
+        assert_eq!(out[0]["labels"], alerts[0]["labels"]);
+        engine.apply(&delivery(&webhook_body(&model.name, &out), now).unwrap());
+        assert!(engine.alerts().all(|a| !a.is_firing()));
     }
 }

@@ -469,9 +469,14 @@ fn fit_linear(
 ) -> Model {
     let (tr, yr) = (&t[start..], &y[start..]);
     let span = -tr[0];
+    let two_weeks = span >= 14.0 * DAY - 2.0 * step;
     let period = match params.seasonality {
         Seasonality::None => None,
-        Seasonality::Weekly if span >= 14.0 * DAY => Some(7.0 * DAY),
+        Seasonality::Weekly if two_weeks => Some(7.0 * DAY),
+        Seasonality::Auto if two_weeks && weekly_detected(tr, yr) => {
+            notes.push("weekly cycle detected".into());
+            Some(7.0 * DAY)
+        }
         _ if span >= 2.0 * DAY - 2.0 * step => Some(DAY),
         _ => None,
     };
@@ -583,6 +588,46 @@ fn fit_linear(
             sigma_level,
         },
     }
+}
+
+/// Whether the periodogram of the hourly, detrended series has a peak at one
+/// week (±10%): detected periods are hints, snapped to 1 d / 1 w.
+fn weekly_detected(t: &[f64], y: &[f64]) -> bool {
+    use augurs::seasons::{Detector as _, PeriodogramDetector};
+    let hours = ((t[t.len() - 1] - t[0]) / 3600.0).floor() as usize + 1;
+    let mut sums = vec![(0.0, 0usize); hours];
+    for (ti, yi) in t.iter().zip(y) {
+        let h = (((ti - t[0]) / 3600.0) as usize).min(hours - 1);
+        sums[h].0 += yi;
+        sums[h].1 += 1;
+    }
+    let mut hourly = Vec::with_capacity(hours);
+    let mut last = y[0];
+    for (s, n) in sums {
+        if n > 0 {
+            last = s / n as f64;
+        }
+        hourly.push(last);
+    }
+    let x: Vec<f64> = (0..hourly.len()).map(|i| i as f64).collect();
+    let b = theil_sen(&x, &hourly, 200).unwrap_or(0.0);
+    let detrended: Vec<f64> = hourly
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v - b * i as f64)
+        .collect();
+    let periods = PeriodogramDetector::builder()
+        .min_period(12)
+        .max_period(24 * 10)
+        .build()
+        .detect(&detrended);
+    // The periodogram's resolution at a period P over n samples is about
+    // P²/n: snap anything that close to a week.
+    let tol = (168.0f64 * 168.0 / detrended.len() as f64).max(17.0);
+    periods
+        .iter()
+        .take(2)
+        .any(|p| (f64::from(*p) - 168.0).abs() <= tol)
 }
 
 fn fill_nan_circular(p: &mut [f64]) {
@@ -898,6 +943,28 @@ mod tests {
         assert!(f.regime_start.timestamp() >= T0 + 3 * 86_400 - 300);
         let lead = f.lead_secs().expect("crossing") as f64 / 3600.0;
         assert!((lead - 16.0).abs() < 2.0, "lead {lead}");
+    }
+
+    #[test]
+    fn weekly_cycle_is_detected_and_a_monday_ramp_is_no_leak() {
+        // A weekly swing (busy weekdays, quiet weekends) over a daily cycle,
+        // 3 weeks at 10 minutes, cut where the week is climbing fastest.
+        let week = 7.0 * 86_400.0;
+        let cut = 20.0 * 86_400.0 + 0.75 * week % 86_400.0;
+        let n = (cut / 600.0) as usize;
+        let s = series(n, 600, |x| {
+            60.0 + 20.0 * (2.0 * std::f64::consts::PI * (x - cut) / week).sin()
+                + 8.0 * (2.0 * std::f64::consts::PI * x / 86_400.0).sin()
+                + noise(x)
+        });
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        assert!(
+            f.notes.iter().any(|n| n.contains("weekly")),
+            "{:?}",
+            f.notes
+        );
+        assert_eq!(f.exhaustion_at, None, "{:?}", f.notes);
+        assert!(predict_linear_crossing(&s, 100.0, 6 * 3600, 7 * 86_400).is_some());
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub async fn run(
     );
     let mut due: Vec<Instant> = vec![Instant::now(); models.len()];
     let mut state = PredictiveState::default();
+    for a in engine.lock().expect("engine lock").alerts() {
+        state.restore(a);
+    }
     let mut latest: BTreeMap<(usize, usize), Vec<SeriesResult>> = BTreeMap::new();
     loop {
         let next = due.iter().min().copied().unwrap_or_else(Instant::now);
