@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, AppState};
 use crate::config::{self, Config, Overrides, ValidateCtx};
-use crate::correlate::{CorrelateSettings, Correlator};
+use crate::correlate::{CorrelateSettings, Correlator, Rules, Topology};
 use crate::domain::{Incident, Timestamp};
 use crate::engine::{Clock, Engine, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
@@ -26,25 +26,38 @@ pub struct Loaded {
     pub config: Config,
     pub ctx: ValidateCtx,
     pub correlate: CorrelateSettings,
+    /// Topology known at start-up (`replay --topology DIR`); `serve` refreshes
+    /// it from `topology.url`.
+    pub topology: Arc<Topology>,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
 /// to, collecting every error. `check-config` and `serve` both call this.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
+    let rules = Rules::load_dir(&config.rules_dir(&ctx))?;
     Ok(Loaded {
         config,
         ctx,
-        correlate: CorrelateSettings::default(),
+        correlate: CorrelateSettings::from_rules(rules),
+        topology: Arc::new(Topology::default()),
     })
 }
 
+/// Loads an offline topology folder (`<metric>.json` query bodies). What is
+/// missing or malformed is logged and skipped: correlation falls back to labels.
+pub fn load_topology_dir(loaded: &mut Loaded, dir: &Path) {
+    let (topo, errors) = Topology::load_dir(dir);
+    crate::correlate::live::report_topology_errors(&errors, None);
+    let (pods, owners, nodes) = topo.size();
+    tracing::info!(dir = %dir.display(), pods, owners, nodes, "Topology loaded");
+    loaded.topology = Arc::new(topo);
+}
+
 fn build_engine(loaded: &Loaded, clock: Arc<dyn Clock>) -> Engine {
-    Engine::new(
-        clock,
-        Correlator::new(loaded.correlate.clone()),
-        Planner::new(),
-    )
+    let mut correlator = Correlator::new(loaded.correlate.clone());
+    correlator.set_topology(loaded.topology.clone());
+    Engine::new(clock, correlator, Planner::new())
 }
 
 /// Runs the service until SIGTERM or ctrl-c.
@@ -54,6 +67,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {}", cfg.store.path.display()))?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let correlate_metrics = crate::correlate::live::CorrelateMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut engine = build_engine(&loaded, clock.clone())
         .with_store(store.clone())
@@ -98,6 +112,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let upkeep = tokio::spawn(crate::correlate::live::run(
+        engine.clone(),
+        cfg.topology.clone(),
+        loaded.ctx.clone(),
+        correlate_metrics,
+        stop_rx.clone(),
+    ));
+
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -107,6 +129,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = upkeep.await;
     {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
@@ -247,6 +270,9 @@ pub struct ReplayStats {
     pub flaps: u64,
     /// Virtual time covered, first delivery to the end of the run.
     pub virtual_seconds: i64,
+    /// Clusters that entered storm mode (alert arrivals far above baseline).
+    #[serde(default)]
+    pub storm_clusters: Vec<String>,
 }
 
 /// The `replay` result. Later versions only add fields.
@@ -352,6 +378,7 @@ pub fn replay(
             stale: stats.stale,
             flaps: stats.flaps,
             virtual_seconds: (clock.now() - start).num_seconds(),
+            storm_clusters: engine.correlator().storm_history(),
         },
         incidents,
         notifications,

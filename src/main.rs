@@ -149,14 +149,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 rules_dir: rules,
                 ..Default::default()
             };
-            let _ = topology;
-            let loaded = match app::load(config.as_deref(), &overrides) {
+            let mut loaded = match app::load(config.as_deref(), &overrides) {
                 Ok(l) => l,
                 Err(errs) => {
                     eprintln!("invalid configuration:\n{errs}");
                     return Ok(ExitCode::from(2));
                 }
             };
+            if let Some(dir) = &topology {
+                app::load_topology_dir(&mut loaded, dir);
+            }
             let drain: stormcast::config::PromDuration =
                 drain.parse().map_err(|e| anyhow::anyhow!("--drain: {e}"))?;
             let opts = app::ReplayOptions {
