@@ -305,6 +305,15 @@ pub fn replay(
 ) -> anyhow::Result<(ReplayResult, Vec<ReplayRejection>)> {
     let text = std::fs::read_to_string(&opts.input)
         .with_context(|| format!("reading {}", opts.input.display()))?;
+    replay_text(loaded, &text, opts)
+}
+
+/// [`replay`] on JSON lines already in memory (`opts.input` is not read).
+pub fn replay_text(
+    loaded: &Loaded,
+    text: &str,
+    opts: &ReplayOptions,
+) -> anyhow::Result<(ReplayResult, Vec<ReplayRejection>)> {
     let mut rejections = Vec::new();
     let mut lines: Vec<(usize, ReplayLine<'_>)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {

@@ -17,6 +17,9 @@ use super::topology::{workload_from_pod_name, Topology};
 /// Scrape jobs whose targets are the cluster's nodes.
 const NODE_JOBS: [&str; 4] = ["node-exporter", "kubelet", "cadvisor", "node"];
 
+/// Scrape jobs whose alerts are about Kubernetes objects, not the job itself.
+const OBJECT_JOBS: [&str; 2] = ["kube-state-metrics", "kube-state-metrics-self"];
+
 /// An entity with its canonical id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -45,6 +48,20 @@ pub struct Resolved {
 
 fn key(cluster: &str, ns: &str, kind: &str, name: &str) -> String {
     format!("{cluster}/{ns}/{kind}/{name}")
+}
+
+/// The canonical id of an entity (workloads and services share `app`).
+pub fn canonical_key(e: &Entity) -> String {
+    let kind = match e.kind {
+        EntityKind::Deployment | EntityKind::StatefulSet | EntityKind::DaemonSet => "app",
+        k => k.as_str(),
+    };
+    key(
+        e.cluster.as_deref().unwrap_or(""),
+        e.namespace.as_deref().unwrap_or(""),
+        kind,
+        &e.name,
+    )
 }
 
 pub fn node_entity(cluster: &str, name: &str) -> Node {
@@ -132,6 +149,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     let job = get("job");
     let is_scrape = name == "TargetDown" || about == AboutKind::NodeScrape;
     let mut app: Option<Node> = None;
+    let mut service: Option<(&str, &str)> = None;
     if about == AboutKind::ControlPlane {
         out.primary = simple(EntityKind::ControlPlane, cluster, None, "control-plane");
     } else if about == AboutKind::Cluster {
@@ -178,10 +196,19 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         }
     } else if let Some(node) = node_label {
         out.primary = node_entity(cluster, node);
+    } else if let (Some((EntityKind::Service, svc)), Some(ns)) = (workload_label(), ns) {
+        // A service's own alerts (error rates, latency): caused by its
+        // workload or by what it depends on.
+        out.primary = simple(EntityKind::Service, cluster, Some(ns), svc);
+        service = Some((ns, svc));
     } else if let (Some((k, w)), Some(ns)) = (workload_label(), ns) {
         out.primary = app_entity(cluster, ns, k, rules.backing_workload(cluster, ns, w));
+    } else if let (Some(j), Some(ns)) = (get("job_name"), ns) {
+        out.primary = simple(EntityKind::Job, cluster, Some(ns), j);
+    } else if let (Some(h), Some(ns)) = (get("horizontalpodautoscaler"), ns) {
+        out.primary = app_entity(cluster, ns, EntityKind::Deployment, h);
         app = Some(out.primary.clone());
-    } else if let Some(j) = job {
+    } else if let Some(j) = job.filter(|j| !OBJECT_JOBS.contains(j)) {
         out.primary = simple(EntityKind::ScrapeJob, cluster, ns, j);
         if let Some(ns) = ns {
             app = Some(app_entity(
@@ -207,12 +234,26 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             out.infra.push(zone_entity(cluster, z));
         }
     }
-    // Dependencies of the app this alert is about.
-    let dep_root = if out.primary.key.contains("/app/") {
-        Some(out.primary.clone())
-    } else {
-        app.clone()
-    };
+    // A service alert: its backing workload first, then what it depends on
+    // (workloads before services, nearest first). Linking picks the first
+    // failing one, so one alert never bridges two unrelated failures.
+    if let Some((ns, svc)) = service {
+        out.logical.push(app_entity(
+            cluster,
+            ns,
+            EntityKind::Deployment,
+            rules.backing_workload(cluster, ns, svc),
+        ));
+        let deps = rules.depends_on_transitive(cluster, ns, svc);
+        for (c, n, w) in &deps {
+            out.logical
+                .push(app_entity(c, n, EntityKind::Deployment, w));
+        }
+        for (c, n, w) in &deps {
+            out.logical.push(simple(EntityKind::Service, c, Some(n), w));
+        }
+    }
+    let _ = app;
     let mut ancestors = vec![out.primary.clone()];
     ancestors.extend(out.infra.iter().cloned());
     ancestors.extend(out.logical.iter().cloned());
@@ -222,26 +263,6 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             if let Some(z) = topo.node_zone(cluster, &n.entity.name) {
                 ancestors.push(zone_entity(cluster, z));
             }
-        }
-    }
-    let deps_of = dep_root
-        .as_ref()
-        .or(out.logical.iter().find(|n| n.key.contains("/app/")));
-    if let Some(a) = deps_of {
-        let ns = a.entity.namespace.as_deref().unwrap_or("");
-        let direct: Vec<String> = rules
-            .depends_on(cluster, ns, &a.entity.name)
-            .into_iter()
-            .map(|(c, n, w)| key(&c, &n, "app", &w))
-            .collect();
-        for (c, n, w) in rules.depends_on_transitive(cluster, ns, &a.entity.name) {
-            let dep = app_entity(&c, &n, EntityKind::Service, &w);
-            // Only an app's own alerts link to its dependencies; a pod links
-            // through its workload.
-            if dep_root.is_some() && direct.contains(&dep.key) {
-                out.logical.push(dep.clone());
-            }
-            ancestors.push(dep);
         }
     }
     out.ancestors = ancestors;

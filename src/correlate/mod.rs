@@ -136,6 +136,13 @@ struct Slot {
     node_scrape: bool,
     /// The node a scrape aggregate attached to.
     attached: Option<Key>,
+    /// A workload alert that joined an infrastructure incident because all
+    /// its failing pods were on failing nodes: it does not make the workload
+    /// a cause for its dependents.
+    attached_infra: bool,
+    /// Already joined through a logical parent: a later failing parent does
+    /// not pull it again (one alert never bridges two causes).
+    logical_linked: bool,
     weight: u32,
     severity: u8,
     cluster: Arc<str>,
@@ -285,6 +292,28 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// Like [`failing_rep`](Self::failing_rep) for logical links, with when
+    /// the failure began. Workload alerts that only mirror failing nodes do
+    /// not count.
+    fn logical_rep(&self, k: Key, now: Timestamp) -> Option<(usize, Timestamp)> {
+        let e = &self.ents[k as usize];
+        let mut best: Option<(usize, Timestamp)> = None;
+        for s in e.failing.iter().copied() {
+            let d = &self.slot_data[s];
+            if d.attached_infra || !self.active(s, now) {
+                continue;
+            }
+            if best.is_none_or(|(_, t)| d.starts_at < t) {
+                best = Some((s, d.starts_at));
+            }
+        }
+        best.or_else(|| {
+            e.inferred
+                .filter(|s| self.slot_data[*s].alive)
+                .map(|s| (s, self.slot_data[s].starts_at))
+        })
+    }
+
     fn new_slot(&mut self, alert: &AlertState) -> usize {
         let r = entity::resolve(
             &alert.labels,
@@ -316,6 +345,8 @@ impl Correlator {
             links: r.links,
             node_scrape: r.node_scrape,
             attached: None,
+            attached_infra: false,
+            logical_linked: false,
             weight: r.weight,
             severity: severity_rank(alert.severity()),
             cluster: Arc::from(alert.cluster.as_str()),
@@ -385,10 +416,10 @@ impl Correlator {
         survivor
             .incident
             .alerts
-            .append(&mut absorbed.incident.alerts.clone());
+            .append(&mut absorbed.incident.alerts);
         survivor.slots.append(&mut absorbed.slots);
         survivor.incident.updated_at = now;
-        survivor.quiet_since = None;
+        survivor.quiet_since = (survivor.incident.firing_count() == 0).then_some(now);
         absorbed.incident.resolved_at = Some(now);
         absorbed.incident.updated_at = now;
         absorbed.incident.root_cause.explanation = format!(
@@ -429,12 +460,16 @@ impl Correlator {
                 }
                 if self.slot_data[t].infra_mode {
                     fallback.get_or_insert(t);
+                } else if !self.slot_data[t].logical_linked {
+                    linked = true;
+                    self.slot_data[t].logical_linked = true;
+                    self.union(rep, t, now, touched);
                 } else {
                     linked = true;
-                    self.union(rep, t, now, touched);
                 }
             }
             if let (false, Some(t)) = (linked, fallback) {
+                self.slot_data[rep].attached_infra = true;
                 self.union(rep, t, now, touched);
             }
         }
@@ -508,10 +543,17 @@ impl Correlator {
         }
         self.slot_data[s].infra_mode = infra_linked;
         if !infra_linked {
-            for k in &d.logical {
-                if let Some(r) = self.failing_rep(*k, now) {
-                    self.union(s, r, now, touched);
-                }
+            // One failing logical parent only: the one whose failure began
+            // closest to this alert's start (a cause and its symptoms start
+            // together; `for` durations blur the order).
+            let best = d
+                .logical
+                .iter()
+                .filter_map(|k| self.logical_rep(*k, now))
+                .min_by_key(|(_, since)| (*since - d.starts_at).num_seconds().abs());
+            if let Some((r, _)) = best {
+                self.slot_data[s].logical_linked = true;
+                self.union(s, r, now, touched);
             }
         }
         if d.node_scrape {
@@ -547,6 +589,27 @@ impl Correlator {
                         EntityKind::Node | EntityKind::Zone | EntityKind::ControlPlane
                     );
                     self.on_failing(k, s, infra, now, touched);
+                }
+            }
+        }
+        // Infer a workload from two or more of its pods failing on healthy nodes.
+        if let (Some(w), false, true) = (d.owner, self.slot_data[s].infra_mode, d.links && d.firing)
+        {
+            if self.logical_rep(w, now).is_none() {
+                let mut failing: Vec<Key> = self.ents[w as usize]
+                    .touch
+                    .iter()
+                    .filter(|t| {
+                        let td = &self.slot_data[**t];
+                        self.active(**t, now) && td.links && !td.infra_mode
+                    })
+                    .map(|t| self.slot_data[*t].primary)
+                    .collect();
+                failing.sort_unstable();
+                failing.dedup();
+                if failing.len() >= 2 {
+                    self.ents[w as usize].inferred = Some(s);
+                    self.on_failing(w, s, false, now, touched);
                 }
             }
         }
@@ -985,7 +1048,7 @@ impl Correlator {
             if d.primary
                 == self
                     .keys
-                    .get(&self.key_of(ent))
+                    .get(&entity::canonical_key(&ent.entity))
                     .copied()
                     .unwrap_or(u32::MAX)
             {
@@ -1036,24 +1099,6 @@ impl Correlator {
             s.push_str(&parts.join(", "));
         }
         s
-    }
-
-    fn key_of(&self, ent: &Ent) -> String {
-        let e = &ent.entity;
-        let kind = match e.kind {
-            EntityKind::Deployment
-            | EntityKind::StatefulSet
-            | EntityKind::DaemonSet
-            | EntityKind::Service => "app",
-            k => k.as_str(),
-        };
-        format!(
-            "{}/{}/{}/{}",
-            e.cluster.as_deref().unwrap_or(""),
-            e.namespace.as_deref().unwrap_or(""),
-            kind,
-            e.name
-        )
     }
 
     /// Restores open incidents after a restart.
