@@ -36,6 +36,7 @@
 pub mod entity;
 pub mod live;
 pub mod rules;
+pub mod ruletest;
 pub mod topology;
 
 use std::collections::{HashMap, HashSet};
