@@ -557,15 +557,39 @@ impl Correlator {
                 self.union(s, r, now, touched);
             }
         }
+        // A workload alert that arrived before its pods' alerts sits alone:
+        // pull it into the incident of the pod that explains it.
+        if let Some(w) = d.owner {
+            let orphans: Vec<usize> = self.ents[w as usize]
+                .failing
+                .iter()
+                .copied()
+                .filter(|f| *f != s && self.active(*f, now) && !self.slot_data[*f].logical_linked)
+                .collect();
+            for f in orphans {
+                let r = self.find(f);
+                if self.slot_data[r].size == 1 {
+                    self.slot_data[f].attached_infra = self.slot_data[s].infra_mode;
+                    self.union(s, f, now, touched);
+                }
+            }
+        }
         if d.node_scrape {
             let nodes = self
                 .failing_nodes
                 .get(&d.cluster)
                 .cloned()
                 .unwrap_or_default();
+            // The failing node whose trouble began closest to this alert's.
             let target = nodes
                 .into_iter()
-                .find_map(|n| self.failing_rep(n, now).map(|r| (n, r)));
+                .filter_map(|n| {
+                    let r = self.failing_rep(n, now)?;
+                    let since = self.slot_data[r].starts_at;
+                    Some(((since - d.starts_at).num_seconds().abs(), n, r))
+                })
+                .min()
+                .map(|(_, n, r)| (n, r));
             match target {
                 Some((n, r)) => {
                     self.slot_data[s].attached = Some(n);
@@ -1026,7 +1050,7 @@ impl Correlator {
                     }
                 };
                 let explanation =
-                    self.explain(ent, &what, cover.get(k).map_or(&[][..], Vec::as_slice), n);
+                    self.explain(*k, &what, cover.get(k).map_or(&[][..], Vec::as_slice), n);
                 RootCause {
                     fingerprint: fp,
                     labels,
@@ -1039,20 +1063,15 @@ impl Correlator {
         Ranked { candidates }
     }
 
-    fn explain(&self, ent: &Ent, what: &str, covered: &[usize], total: usize) -> String {
+    fn explain(&self, k: Key, what: &str, covered: &[usize], total: usize) -> String {
+        let ent = &self.ents[k as usize];
         let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
         let mut scrape: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
         for s in covered {
             let d = &self.slot_data[*s];
             let e = &self.ents[d.primary as usize].entity;
-            if d.primary
-                == self
-                    .keys
-                    .get(&entity::canonical_key(&ent.entity))
-                    .copied()
-                    .unwrap_or(u32::MAX)
-            {
+            if d.primary == k {
                 continue;
             }
             if !seen.insert(d.primary) {
@@ -1061,10 +1080,10 @@ impl Correlator {
             let label = match e.kind {
                 EntityKind::Pod | EntityKind::Container => "pods",
                 EntityKind::Node => "nodes",
-                EntityKind::Deployment
-                | EntityKind::StatefulSet
-                | EntityKind::DaemonSet
-                | EntityKind::Service => "workloads",
+                EntityKind::Deployment | EntityKind::StatefulSet | EntityKind::DaemonSet => {
+                    "workloads"
+                }
+                EntityKind::Service => "services",
                 EntityKind::PersistentVolumeClaim => "volumes",
                 EntityKind::ControlPlane => "control planes",
                 EntityKind::ScrapeJob => {
