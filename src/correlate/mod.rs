@@ -116,6 +116,9 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
 
 type Key = u32;
 
+/// Nodes whose failures began this close together can share a zone cause.
+const ZONE_ONSET_SECS: i64 = 300;
+
 /// One alert episode in the union-find.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -506,25 +509,33 @@ impl Correlator {
             return;
         };
         let z = self.intern(&entity::zone_entity(&cluster, &zone));
+        let onset = self.slot_data[rep].starts_at;
+        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_ONSET_SECS;
         if let Some(zrep) = self.failing_rep(z, now) {
-            self.union(zrep, rep, now, touched);
+            // Only nodes that failed together with the zone belong to it.
+            if near(self.slot_data[zrep].starts_at, onset) {
+                self.union(zrep, rep, now, touched);
+            }
             return;
         }
-        let zent = &mut self.ents[z as usize];
-        zent.failing_children.insert(node);
-        if !zent.touch.contains(&rep) {
-            zent.touch.push(rep);
-        }
+        self.ents[z as usize].failing_children.insert(node);
         let size = self.topology.nodes_in_zone(&cluster, &zone);
         let need = 2usize.max((size as f64 * 0.3).ceil() as usize);
-        let failing = self.ents[z as usize]
+        let children: Vec<Key> = self.ents[z as usize]
             .failing_children
             .iter()
-            .filter(|n| self.failing_rep(**n, now).is_some())
-            .count();
-        if failing >= need {
+            .copied()
+            .collect();
+        let together: Vec<usize> = children
+            .into_iter()
+            .filter_map(|n| self.failing_rep(n, now))
+            .filter(|r| near(self.slot_data[*r].starts_at, onset))
+            .collect();
+        if together.len() >= need {
             self.ents[z as usize].inferred = Some(rep);
-            self.on_failing(z, rep, true, now, touched);
+            for r in together {
+                self.union(rep, r, now, touched);
+            }
         }
     }
 
@@ -538,6 +549,14 @@ impl Correlator {
         let mut infra_linked = false;
         for k in &d.infra {
             if let Some(r) = self.failing_rep(*k, now) {
+                if self.ents[*k as usize].entity.kind == EntityKind::Zone
+                    && (self.slot_data[r].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                        > ZONE_ONSET_SECS
+                {
+                    continue;
+                }
                 self.union(s, r, now, touched);
                 infra_linked = true;
             }
