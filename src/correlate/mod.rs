@@ -296,6 +296,13 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// Whether two alerts began within the grouping window of each other.
+    fn near(&self, a: usize, b: usize) -> bool {
+        let w = self.settings.rules.window.as_chrono();
+        let (x, y) = (self.slot_data[a].starts_at, self.slot_data[b].starts_at);
+        (x - y).abs() <= w
+    }
+
     /// Like [`failing_rep`](Self::failing_rep) for logical links, with when
     /// the failure began. Workload alerts that only mirror failing nodes do
     /// not count.
@@ -464,7 +471,7 @@ impl Correlator {
                 }
                 if self.slot_data[t].infra_mode {
                     fallback.get_or_insert(t);
-                } else if !self.slot_data[t].logical_linked {
+                } else if !self.slot_data[t].logical_linked && self.near(rep, t) {
                     linked = true;
                     self.slot_data[t].logical_linked = true;
                     self.union(rep, t, now, touched);
@@ -570,6 +577,7 @@ impl Correlator {
                 .logical
                 .iter()
                 .filter_map(|k| self.logical_rep(*k, now))
+                .filter(|(r, _)| self.near(*r, s))
                 .min_by_key(|(_, since)| (*since - d.starts_at).num_seconds().abs());
             if let Some((r, _)) = best {
                 self.slot_data[s].logical_linked = true;
@@ -626,7 +634,10 @@ impl Correlator {
             let was = self.failing_rep(k, now);
             self.ents[k as usize].failing.push(s);
             match was {
-                Some(r) => self.union(s, r, now, touched),
+                // Another episode on the same entity joins it when it began
+                // within the grouping window; otherwise it is a new problem.
+                Some(r) if self.near(r, s) => self.union(s, r, now, touched),
+                Some(_) => {}
                 None => {
                     let infra = matches!(
                         self.ents[k as usize].entity.kind,
