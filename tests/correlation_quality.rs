@@ -42,7 +42,7 @@ fn light_storm_over_four_clusters() {
             faults_per_cluster: 2,
             ..Default::default()
         },
-        0.75,
+        0.78,
         0.95,
     );
 }
@@ -57,8 +57,8 @@ fn dense_storm_over_twelve_clusters() {
             nodes_per_cluster: 20,
             ..Default::default()
         },
-        0.65,
-        0.75,
+        0.80,
+        0.85,
     );
 }
 
