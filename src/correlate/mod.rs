@@ -457,7 +457,7 @@ impl Correlator {
         let touchers = self.ents[k as usize].touch.clone();
         if infra {
             for t in touchers {
-                if self.active(t, now) {
+                if self.active(t, now) && self.near(rep, t) {
                     self.slot_data[t].infra_mode = true;
                     self.union(rep, t, now, touched);
                 }
