@@ -257,6 +257,11 @@ impl Correlator {
 
     fn intern(&mut self, n: &entity::Node) -> Key {
         if let Some(k) = self.keys.get(&n.key) {
+            // A workload first seen through a service name gets its real kind.
+            let e = &mut self.ents[*k as usize].entity;
+            if e.kind == EntityKind::Service && n.entity.kind != EntityKind::Service {
+                e.kind = n.entity.kind;
+            }
             return *k;
         }
         let k = self.ents.len() as Key;
