@@ -308,3 +308,46 @@ fn resolves_after_hold_and_refire_opens_a_new_incident() {
     assert!(matches!(ev[0], IncidentEvent::Opened { .. }));
     assert_eq!(c.incidents().len(), 2);
 }
+
+#[test]
+fn arrivals_far_above_baseline_put_a_cluster_in_storm_mode() {
+    let mut c = correlator();
+    // A quiet hour: one alert every ten minutes.
+    for i in 0..6 {
+        let a = alert(
+            "c1",
+            &[
+                ("alertname", "KubeJobFailed"),
+                ("namespace", "batch"),
+                ("job_name", &format!("j{i}")),
+            ],
+            i * 600,
+        );
+        feed(&mut c, &a);
+    }
+    assert!(c.storm_clusters().is_empty());
+    // Then 40 new alerts within one minute.
+    let mut last = None;
+    for i in 0..40 {
+        let a = alert(
+            "c1",
+            &[
+                ("alertname", "KubePodCrashLooping"),
+                ("namespace", "shop"),
+                ("pod", &format!("p{i}")),
+            ],
+            3600 + i,
+        );
+        feed(&mut c, &a);
+        last = Some(a);
+    }
+    assert_eq!(c.storm_clusters(), vec!["c1".to_owned()]);
+    assert_eq!(c.storm_history(), vec!["c1".to_owned()]);
+    let last = last.unwrap();
+    let inc = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|a| a.fingerprint == last.id))
+        .unwrap();
+    assert!(inc.storm);
+}

@@ -515,3 +515,60 @@ mod tests {
         assert!(errs.iter().any(|e| e.to_string().contains("bad query")));
     }
 }
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fetches_every_metric_from_a_query_api_with_the_bearer_token() {
+        use axum::extract::Query;
+        use axum::http::HeaderMap;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(
+                |Query(q): Query<HashMap<String, String>>, headers: HeaderMap| async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some("Bearer s3cret")
+                    {
+                        return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    let body = match q.get("query").map(String::as_str) {
+                        Some("kube_pod_info") => query_body(&[vec![
+                            ("cluster", "c1".to_owned()),
+                            ("namespace", "shop".to_owned()),
+                            ("pod", "web-1".to_owned()),
+                            ("node", "n1".to_owned()),
+                        ]]),
+                        Some("kube_node_labels") => query_body(&[vec![
+                            ("cluster", "c1".to_owned()),
+                            ("node", "n1".to_owned()),
+                            ("label_topology_kubernetes_io_zone", "a".to_owned()),
+                        ]]),
+                        // A broken metric degrades, it does not fail the fetch.
+                        Some("kube_pod_owner") => "{oops".to_owned(),
+                        _ => query_body(&[]),
+                    };
+                    (axum::http::StatusCode::OK, body)
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cfg = TopologyConfig {
+            url: Some(format!("http://{addr}")),
+            bearer_token: Some(Secret::new("s3cret")),
+            ..Default::default()
+        };
+        let ctx = ValidateCtx {
+            base_dir: std::path::PathBuf::from("."),
+        };
+        let (topo, errors) = Topology::fetch(&reqwest::Client::new(), &cfg, &ctx).await;
+        assert_eq!(topo.pod_node("c1", "shop", "web-1"), Some("n1"));
+        assert_eq!(topo.node_zone("c1", "n1"), Some("a"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("kube_pod_owner"));
+        assert!(!errors[0].to_string().contains("s3cret"));
+    }
+}
