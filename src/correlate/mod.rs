@@ -1314,7 +1314,8 @@ impl Correlator {
     pub fn forget_closed_before(&mut self, cutoff: Timestamp) {
         self.closed
             .retain(|i| i.resolved_at.is_none_or(|t| t >= cutoff));
-        self.merged.retain(|_, _| true);
+        let kept: HashSet<&str> = self.closed.iter().map(|i| i.id.as_str()).collect();
+        self.merged.retain(|gone, _| kept.contains(gone.as_str()));
     }
 }
 
