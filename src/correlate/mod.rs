@@ -877,7 +877,7 @@ impl Correlator {
                     severity_rank(&o.incident.severity),
                 )
             });
-            self.refresh(t, now);
+            self.refresh(t);
             let o = &self.open[t];
             if prev.0.is_none() {
                 continue; // just opened
@@ -900,8 +900,8 @@ impl Correlator {
     }
 
     /// Recomputes clusters, severity and the ranked root cause of an incident.
-    fn refresh(&mut self, id: &str, now: Timestamp) {
-        let ranked = self.rank(id, now);
+    fn refresh(&mut self, id: &str) {
+        let ranked = self.rank(id);
         let open = self.open.get_mut(id).expect("refresh of an open incident");
         let inc = &mut open.incident;
         let mut clusters: Vec<String> = inc
@@ -937,7 +937,7 @@ impl Correlator {
         inc.candidates = candidates;
     }
 
-    fn rank(&mut self, id: &str, now: Timestamp) -> Ranked {
+    fn rank(&mut self, id: &str) -> Ranked {
         let slots = self.open[id].slots.clone();
         let n = slots.len().max(1);
         // Ancestors of each member, extended: a workload alert counts as
@@ -1072,16 +1072,28 @@ impl Correlator {
                 let what = match fp {
                     Some(_) => labels.alertname().to_owned(),
                     None => {
-                        let kids = ent
-                            .failing_children
+                        // What the inference rests on: failing children among
+                        // the members it explains.
+                        let child = match ent.entity.kind {
+                            EntityKind::Zone => EntityKind::Node,
+                            _ => EntityKind::Pod,
+                        };
+                        let mut kids: Vec<Key> = cover
+                            .get(k)
+                            .map(|v| v.as_slice())
+                            .unwrap_or_default()
                             .iter()
-                            .filter(|c| self.failing_rep(**c, now).is_some())
-                            .count();
-                        if kids > 0 {
-                            format!("inferred failing ({kids} nodes failing)")
+                            .map(|s| self.slot_data[*s].primary)
+                            .filter(|p| self.ents[*p as usize].entity.kind == child)
+                            .collect();
+                        kids.sort_unstable();
+                        kids.dedup();
+                        let noun = if child == EntityKind::Node {
+                            "nodes"
                         } else {
-                            "inferred failing (most of its pods failing)".to_owned()
-                        }
+                            "pods"
+                        };
+                        format!("inferred failing ({} of its {noun} failing)", kids.len())
                     }
                 };
                 let explanation =
