@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, AppState};
 use crate::config::{self, Config, Overrides, ValidateCtx};
-use crate::correlate::{CorrelateSettings, Correlator};
+use crate::correlate::{CorrelateSettings, Correlator, Rules, Topology};
 use crate::domain::{Incident, Timestamp};
 use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
 use crate::ingest::{parse_delivery, Authenticator};
@@ -34,22 +34,48 @@ pub struct Loaded {
     /// Forecast models (`models/*.yaml`, or the built-in set when the default
     /// folder does not exist).
     pub models: Vec<crate::analyze::models::ModelDef>,
+    /// Topology known at start-up (`replay --topology DIR`); `serve` refreshes
+    /// it from `topology.url`.
+    pub topology: Arc<Topology>,
 }
 
 /// Loads the config file (or the embedded default) and everything it points
 /// to, collecting every error. `check-config` and `serve` both call this.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, config::ConfigErrors> {
     let (config, ctx) = config::load(path, overrides)?;
+    let mut errs = config::ConfigErrors::default();
     let notify = crate::notify::planner_settings(&config);
     let models =
-        crate::analyze::models::load_models(&config.models_dir(&ctx), config.models_dir.is_some())?;
+        crate::analyze::models::load_models(&config.models_dir(&ctx), config.models_dir.is_some())
+            .unwrap_or_else(|e| {
+                errs.extend(e);
+                Vec::new()
+            });
+    let rules = Rules::load_dir(&config.rules_dir(&ctx)).unwrap_or_else(|e| {
+        errs.extend(e);
+        Default::default()
+    });
+    if !errs.is_empty() {
+        return Err(errs);
+    }
     Ok(Loaded {
         config,
         ctx,
-        correlate: CorrelateSettings::default(),
+        correlate: CorrelateSettings::from_rules(rules),
         notify,
         models,
+        topology: Arc::new(Topology::default()),
     })
+}
+
+/// Loads an offline topology folder (`<metric>.json` query bodies). What is
+/// missing or malformed is logged and skipped: correlation falls back to labels.
+pub fn load_topology_dir(loaded: &mut Loaded, dir: &Path) {
+    let (topo, errors) = Topology::load_dir(dir);
+    crate::correlate::live::report_topology_errors(&errors, None);
+    let (pods, owners, nodes) = topo.size();
+    tracing::info!(dir = %dir.display(), pods, owners, nodes, "Topology loaded");
+    loaded.topology = Arc::new(topo);
 }
 
 fn build_engine(
@@ -57,9 +83,11 @@ fn build_engine(
     clock: Arc<dyn Clock>,
     heartbeat_metrics: Option<HeartbeatMetrics>,
 ) -> Engine {
+    let mut correlator = Correlator::new(loaded.correlate.clone());
+    correlator.set_topology(loaded.topology.clone());
     Engine::new(
         clock,
-        Correlator::new(loaded.correlate.clone()),
+        correlator,
         Planner::with_settings(loaded.notify.clone()),
     )
     .with_heartbeat(loaded.config.heartbeat.clone(), heartbeat_metrics)
@@ -74,6 +102,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let metrics = Metrics::register(&mut registry);
     let notify_metrics = NotifyMetrics::register(&mut registry);
     let analyze_metrics = crate::analyze::service::AnalyzeMetrics::register(&mut registry);
+    let correlate_metrics = crate::correlate::live::CorrelateMetrics::register(&mut registry);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
     let outbox = Outbox::open(&store).context("opening the outbox")?;
@@ -167,6 +196,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let upkeep = tokio::spawn(crate::correlate::live::run(
+        engine.clone(),
+        cfg.topology.clone(),
+        loaded.ctx.clone(),
+        correlate_metrics,
+        stop_rx.clone(),
+    ));
+
     // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
     // journaled before it is acknowledged), then persist everything, all
     // within SHUTDOWN_GRACE so Kubernetes never has to SIGKILL.
@@ -197,6 +234,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = upkeep.await;
     // A send in flight (a slow SMTP server, a rate-limited channel) must not
     // outlast the grace period: what is not sent stays in the durable outbox
     // and goes out after the restart.
@@ -451,6 +489,9 @@ pub struct ReplayStats {
     pub flaps: u64,
     /// Virtual time covered, first delivery to the end of the run.
     pub virtual_seconds: i64,
+    /// Clusters that entered storm mode (alert arrivals far above baseline).
+    #[serde(default)]
+    pub storm_clusters: Vec<String>,
 }
 
 /// The `replay` result. Later versions only add fields.
@@ -483,6 +524,15 @@ pub fn replay(
 ) -> anyhow::Result<(ReplayResult, Vec<ReplayRejection>)> {
     let text = std::fs::read_to_string(&opts.input)
         .with_context(|| format!("reading {}", opts.input.display()))?;
+    replay_text(loaded, &text, opts)
+}
+
+/// [`replay`] on JSON lines already in memory (`opts.input` is not read).
+pub fn replay_text(
+    loaded: &Loaded,
+    text: &str,
+    opts: &ReplayOptions,
+) -> anyhow::Result<(ReplayResult, Vec<ReplayRejection>)> {
     let mut rejections = Vec::new();
     let mut lines: Vec<(usize, ReplayLine<'_>)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -559,6 +609,7 @@ pub fn replay(
             stale: stats.stale,
             flaps: stats.flaps,
             virtual_seconds: (clock.now() - start).num_seconds(),
+            storm_clusters: engine.correlator().storm_history(),
         },
         incidents,
         notifications,

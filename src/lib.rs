@@ -16,6 +16,7 @@
 //! - [`analyze`]: metric history, exhaustion forecasts, anomaly scores.
 //! - [`api`]: HTTP endpoints (webhook receiver, read API, health, metrics).
 //! - [`metrics`]: stormcast's own Prometheus metrics.
+//! - [`sim`]: fleet simulator with ground truth, and the correlation quality score.
 //! - [`app`]: wiring and lifecycle for `serve` and `replay`.
 
 pub mod analyze;
@@ -28,4 +29,5 @@ pub mod engine;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod sim;
 pub mod store;

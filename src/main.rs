@@ -131,6 +131,38 @@ enum Command {
     Anomaly(stormcast::analyze::cli::AnomalyArgs),
     /// Render the forecasting report (HTML with charts, Markdown or JSON).
     Report(stormcast::analyze::cli::ReportArgs),
+    /// Run correlation rule unit tests (given these alerts, expect these
+    /// incidents and root causes), like `promtool test rules`.
+    TestRules {
+        /// Test files (YAML).
+        files: Vec<PathBuf>,
+        /// Rules folder the tests run against.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Simulate a fleet-wide alert storm: writes replay JSON lines of real
+    /// Alertmanager v4 webhooks and the ground truth.
+    Simulate {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 6)]
+        clusters: usize,
+        #[arg(long, default_value_t = 12)]
+        nodes: usize,
+        /// Faults per cluster.
+        #[arg(long, default_value_t = 4)]
+        faults: usize,
+        /// Replay input to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Ground truth to write (alert fingerprint → incident, root cause).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Folder to write the kube-state-metrics topology into (for
+        /// `replay --topology`), with the fleet's `services.yaml` next to it.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
     /// Validate a configuration file and everything it refers to, reporting
     /// every error with its key path. Exits non-zero on any error.
     CheckConfig {
@@ -237,14 +269,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 rules_dir: rules,
                 ..Default::default()
             };
-            let _ = topology;
-            let loaded = match app::load(config.as_deref(), &overrides) {
+            let mut loaded = match app::load(config.as_deref(), &overrides) {
                 Ok(l) => l,
                 Err(errs) => {
                     eprintln!("invalid configuration:\n{errs}");
                     return Ok(ExitCode::from(2));
                 }
             };
+            if let Some(dir) = &topology {
+                app::load_topology_dir(&mut loaded, dir);
+            }
             let drain: stormcast::config::PromDuration =
                 drain.parse().map_err(|e| anyhow::anyhow!("--drain: {e}"))?;
             let opts = app::ReplayOptions {
@@ -362,6 +396,75 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forecast(args) => stormcast::analyze::cli::forecast_cmd(&args),
         Command::Anomaly(args) => stormcast::analyze::cli::anomaly_cmd(&args),
         Command::Report(args) => stormcast::analyze::cli::report_cmd(&args),
+        Command::TestRules { files, rules } => {
+            let rules = match stormcast::correlate::Rules::load_dir(&rules) {
+                Ok(r) => r,
+                Err(errs) => {
+                    eprintln!("invalid rules:\n{errs}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut failed = 0;
+            for f in &files {
+                let outcomes = match stormcast::correlate::ruletest::run_file(f, &rules) {
+                    Ok(o) => o,
+                    Err(errs) => {
+                        eprintln!("{errs}");
+                        failed += 1;
+                        continue;
+                    }
+                };
+                for o in outcomes {
+                    if o.failures.is_empty() {
+                        println!("  PASS {}: {}", f.display(), o.name);
+                    } else {
+                        failed += 1;
+                        println!("  FAIL {}: {}", f.display(), o.name);
+                        for m in o.failures {
+                            println!("      {m}");
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                println!("{failed} failed");
+                Ok(ExitCode::FAILURE)
+            } else {
+                println!("SUCCESS");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Command::Simulate {
+            seed,
+            clusters,
+            nodes,
+            faults,
+            out,
+            truth,
+            topology,
+        } => {
+            let cfg = stormcast::sim::SimConfig {
+                seed,
+                clusters,
+                nodes_per_cluster: nodes,
+                faults_per_cluster: faults,
+                ..Default::default()
+            };
+            let storm = stormcast::sim::simulate(&cfg);
+            std::fs::write(&out, storm.jsonl())?;
+            std::fs::write(&truth, serde_json::to_vec_pretty(&storm.truth)?)?;
+            if let Some(dir) = &topology {
+                storm.write_topology(dir)?;
+                std::fs::write(dir.join("services.yaml"), &storm.services_yaml)?;
+            }
+            eprintln!(
+                "simulated {} alerts in {} deliveries, {} true incidents",
+                storm.alert_count(),
+                storm.lines.len(),
+                storm.truth.incidents.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig {
             file,
             rules,

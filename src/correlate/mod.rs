@@ -2,27 +2,54 @@
 //!
 //! The engine calls [`Correlator::observe`] for every alert transition and
 //! [`Correlator::tick`] as time passes; both return [`IncidentEvent`]s that the
-//! notification planner turns into messages. This first version keeps one
-//! incident per alert identity; topology-aware grouping replaces it.
+//! notification planner turns into messages.
+//!
+//! # How alerts become incidents
+//! 1. Every alert is resolved to the most specific entity it is about and its
+//!    causal parents ([`entity`]): pod → node → zone, pod → workload → the
+//!    services it depends on (declared in `rules/`, also across clusters),
+//!    control-plane clients → control plane.
+//! 2. Alerts are grouped by causal reachability with an incremental
+//!    union-find: an alert joins the alerts of a *failing* parent (one with a
+//!    firing alert of its own, or one resolved less than `grouping.window`
+//!    ago, or an inferred one). A healthy cluster or namespace never links
+//!    anything. A pod links through its node when the node is failing and
+//!    through its workload otherwise, so that two node failures do not merge
+//!    through a Deployment spread over both. Scrape-job aggregates over nodes
+//!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
+//! 3. Parents are inferred when children fail together: a node when at least
+//!    half of its pods fail, a zone when at least two nodes (and 30 % of the
+//!    zone) fail.
+//! 4. Each incident ranks its failing entities by how many members they
+//!    explain (causal descendants), then rule weight, entity kind, severity and
+//!    start time, and explains the winner in one sentence.
+//!
+//! # Merge and split
+//! A late root cause attaches to the incident its symptoms opened. When an
+//! alert bridges two open incidents they merge: the older incident keeps its
+//! id and absorbs the other's members; the younger one is closed at once
+//! (`Resolved` event, [`Correlator::merged_into`] names the survivor, and its
+//! explanation says so). Open incidents never split: an alert that resolves
+//! leaves its incident as it is until every member resolved and
+//! `grouping.resolve_hold` passed. A re-fire after that opens a new incident.
 
-use std::collections::HashMap;
+pub mod entity;
+pub mod live;
+pub mod rules;
+pub mod ruletest;
+pub mod topology;
 
-use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::config::{ConfigErrors, PromDuration, ValidateCtx};
+use crate::config::PromDuration;
 use crate::domain::{
-    severity_rank, AlertState, Entity, EntityKind, Fingerprint, Incident, IncidentAlert, RootCause,
-    Timestamp, Transition,
+    severity_rank, AlertState, Entity, EntityKind, Fingerprint, Incident, IncidentAlert, Labels,
+    RootCause, Timestamp, Transition,
 };
 
-/// Where topology comes from (kube-state-metrics series).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TopologyConfig {}
-
-impl TopologyConfig {
-    pub fn validate(&self, _path: &str, _ctx: &ValidateCtx, _errs: &mut ConfigErrors) {}
-}
+pub use rules::Rules;
+pub use topology::{Topology, TopologyConfig, TopologyError};
 
 /// Correlation settings that come from `rules/`.
 #[derive(Debug, Clone)]
@@ -30,12 +57,21 @@ pub struct CorrelateSettings {
     /// How long an incident stays open after its last member resolved, so a
     /// quick re-fire rejoins it instead of opening a new one.
     pub resolve_hold: PromDuration,
+    /// Causal rules, grouping windows and service dependencies.
+    pub rules: Arc<Rules>,
 }
 
 impl Default for CorrelateSettings {
     fn default() -> Self {
+        CorrelateSettings::from_rules(Rules::default())
+    }
+}
+
+impl CorrelateSettings {
+    pub fn from_rules(rules: Rules) -> Self {
         CorrelateSettings {
-            resolve_hold: PromDuration::mins(5),
+            resolve_hold: rules.resolve_hold,
+            rules: Arc::new(rules),
         }
     }
 }
@@ -78,20 +114,100 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
     format!("inc-{fp}")
 }
 
+type Key = u32;
+
+/// Nodes whose failures began this close together can share a zone cause.
+const ZONE_ONSET_SECS: i64 = 300;
+
+/// One alert episode in the union-find.
+#[derive(Debug, Clone)]
+struct Slot {
+    fp: Fingerprint,
+    parent: usize,
+    size: u32,
+    alive: bool,
+    firing: bool,
+    ends_at: Option<Timestamp>,
+    starts_at: Timestamp,
+    primary: Key,
+    infra: Vec<Key>,
+    logical: Vec<Key>,
+    ancestors: Vec<Key>,
+    owner: Option<Key>,
+    /// Linked through a failing infrastructure parent (node, zone).
+    infra_mode: bool,
+    links: bool,
+    node_scrape: bool,
+    /// The node a scrape aggregate attached to.
+    attached: Option<Key>,
+    /// A workload alert that joined an infrastructure incident because all
+    /// its failing pods were on failing nodes: it does not make the workload
+    /// a cause for its dependents.
+    attached_infra: bool,
+    /// Already joined through a logical parent: a later failing parent does
+    /// not pull it again (one alert never bridges two causes).
+    logical_linked: bool,
+    weight: u32,
+    severity: u8,
+    cluster: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct Ent {
+    entity: Entity,
+    /// Alerts about this entity that mark it failing.
+    failing: Vec<usize>,
+    /// Alerts that have this entity as a direct parent.
+    touch: Vec<usize>,
+    /// An alert standing for the entity when it was inferred failing.
+    inferred: Option<usize>,
+    /// Failing child nodes (zones only).
+    failing_children: HashSet<Key>,
+}
+
 #[derive(Debug, Clone)]
 struct Open {
     incident: Incident,
     /// When the last member resolved, if all have.
     quiet_since: Option<Timestamp>,
+    slots: Vec<usize>,
+}
+
+/// Per-cluster arrival rates for storm mode.
+#[derive(Debug, Clone, Default)]
+struct Rate {
+    minute: i64,
+    count: u32,
+    baseline: f64,
+    storm: bool,
 }
 
 /// Groups alerts into incidents.
 #[derive(Debug, Default)]
 pub struct Correlator {
     settings: CorrelateSettings,
+    topology: Arc<Topology>,
     open: HashMap<String, Open>,
-    by_alert: HashMap<Fingerprint, String>,
+    by_alert: HashMap<Fingerprint, (String, usize)>,
     closed: Vec<Incident>,
+    merged: HashMap<String, String>,
+    slot_data: Vec<Slot>,
+    free: Vec<usize>,
+    comp_inc: HashMap<usize, String>,
+    keys: HashMap<String, Key>,
+    ents: Vec<Ent>,
+    /// Failing nodes per cluster, for scrape aggregates.
+    failing_nodes: HashMap<Arc<str>, Vec<Key>>,
+    pending_scrape: HashMap<Arc<str>, Vec<usize>>,
+    rates: HashMap<Arc<str>, Rate>,
+    fleet_rate: Rate,
+    /// Clusters that were in storm mode at some point.
+    ever_storm: std::collections::BTreeSet<String>,
+}
+
+/// What ranking found for one incident.
+struct Ranked {
+    candidates: Vec<RootCause>,
 }
 
 impl Correlator {
@@ -102,31 +218,529 @@ impl Correlator {
         }
     }
 
-    /// Restores open incidents after a restart.
-    pub fn restore(&mut self, incidents: Vec<Incident>) {
-        for inc in incidents {
-            if inc.is_open() {
-                for a in &inc.alerts {
-                    self.by_alert.insert(a.fingerprint, inc.id.clone());
-                }
-                let quiet_since = (inc.firing_count() == 0).then(|| {
-                    inc.alerts
-                        .iter()
-                        .filter_map(|a| a.ends_at)
-                        .max()
-                        .unwrap_or(inc.updated_at)
-                });
-                self.open.insert(
-                    inc.id.clone(),
-                    Open {
-                        incident: inc,
-                        quiet_since,
-                    },
-                );
-            } else {
-                self.closed.push(inc);
+    /// Replaces the topology (kube-state-metrics series). Alerts already
+    /// grouped keep their incidents; new alerts resolve against it.
+    pub fn set_topology(&mut self, topology: Arc<Topology>) {
+        self.topology = topology;
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Clusters in storm mode now.
+    pub fn storm_clusters(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rates
+            .iter()
+            .filter(|(_, r)| r.storm)
+            .map(|(c, _)| c.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Clusters that entered storm mode at some point (replay stats).
+    pub fn storm_history(&self) -> Vec<String> {
+        self.ever_storm.iter().cloned().collect()
+    }
+
+    /// Whether the whole fleet's arrival rate is in storm mode.
+    pub fn fleet_storm(&self) -> bool {
+        self.fleet_rate.storm
+    }
+
+    /// The incident an absorbed incident was merged into.
+    pub fn merged_into(&self, id: &str) -> Option<&str> {
+        self.merged.get(id).map(String::as_str)
+    }
+
+    fn intern(&mut self, n: &entity::Node) -> Key {
+        if let Some(k) = self.keys.get(&n.key) {
+            // A workload first seen through a service name gets its real kind.
+            let e = &mut self.ents[*k as usize].entity;
+            if e.kind == EntityKind::Service && n.entity.kind != EntityKind::Service {
+                e.kind = n.entity.kind;
+            }
+            return *k;
+        }
+        let k = self.ents.len() as Key;
+        self.keys.insert(n.key.clone(), k);
+        self.ents.push(Ent {
+            entity: n.entity.clone(),
+            failing: Vec::new(),
+            touch: Vec::new(),
+            inferred: None,
+            failing_children: HashSet::new(),
+        });
+        k
+    }
+
+    fn find(&mut self, mut s: usize) -> usize {
+        while self.slot_data[s].parent != s {
+            let p = self.slot_data[s].parent;
+            self.slot_data[s].parent = self.slot_data[p].parent;
+            s = p;
+        }
+        s
+    }
+
+    fn active(&self, s: usize, now: Timestamp) -> bool {
+        let d = &self.slot_data[s];
+        let window = self.settings.rules.window.as_chrono();
+        d.alive && (d.firing || d.ends_at.is_some_and(|e| e + window > now))
+    }
+
+    /// A live alert standing for `k` if it is failing.
+    fn failing_rep(&self, k: Key, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        e.failing
+            .iter()
+            .copied()
+            .find(|s| self.active(*s, now))
+            .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
+    }
+
+    /// Whether two alerts began within the grouping window of each other.
+    fn near(&self, a: usize, b: usize) -> bool {
+        let w = self.settings.rules.window.as_chrono();
+        let (x, y) = (self.slot_data[a].starts_at, self.slot_data[b].starts_at);
+        (x - y).abs() <= w
+    }
+
+    /// Like [`failing_rep`](Self::failing_rep) for logical links, with when
+    /// the failure began. Workload alerts that only mirror failing nodes do
+    /// not count.
+    fn logical_rep(&self, k: Key, now: Timestamp) -> Option<(usize, Timestamp)> {
+        let e = &self.ents[k as usize];
+        let mut best: Option<(usize, Timestamp)> = None;
+        for s in e.failing.iter().copied() {
+            let d = &self.slot_data[s];
+            if d.attached_infra || !self.active(s, now) {
+                continue;
+            }
+            if best.is_none_or(|(_, t)| d.starts_at < t) {
+                best = Some((s, d.starts_at));
             }
         }
+        best.or_else(|| {
+            e.inferred
+                .filter(|s| self.slot_data[*s].alive)
+                .map(|s| (s, self.slot_data[s].starts_at))
+        })
+    }
+
+    fn new_slot(&mut self, alert: &AlertState) -> usize {
+        let r = entity::resolve(
+            &alert.labels,
+            alert.cluster.as_str(),
+            &self.settings.rules,
+            &self.topology,
+        );
+        let primary = self.intern(&r.primary);
+        let infra: Vec<Key> = r.infra.iter().map(|n| self.intern(n)).collect();
+        let logical: Vec<Key> = r.logical.iter().map(|n| self.intern(n)).collect();
+        let mut ancestors: Vec<Key> = r.ancestors.iter().map(|n| self.intern(n)).collect();
+        ancestors.sort_unstable();
+        ancestors.dedup();
+        let owner = r.owner.as_ref().and_then(|o| self.keys.get(o).copied());
+        let slot = Slot {
+            fp: alert.id,
+            parent: 0,
+            size: 1,
+            alive: true,
+            firing: alert.is_firing(),
+            ends_at: alert.ends_at,
+            starts_at: alert.starts_at,
+            primary,
+            infra,
+            logical,
+            ancestors,
+            owner,
+            infra_mode: false,
+            links: r.links,
+            node_scrape: r.node_scrape,
+            attached: None,
+            attached_infra: false,
+            logical_linked: false,
+            weight: r.weight,
+            severity: severity_rank(alert.severity()),
+            cluster: Arc::from(alert.cluster.as_str()),
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slot_data[i] = slot;
+                i
+            }
+            None => {
+                self.slot_data.push(slot);
+                self.slot_data.len() - 1
+            }
+        };
+        self.slot_data[idx].parent = idx;
+        idx
+    }
+
+    /// Joins the components of `a` and `b`, merging their incidents.
+    fn union(&mut self, a: usize, b: usize, now: Timestamp, touched: &mut Vec<String>) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return;
+        }
+        let ia = self.comp_inc.remove(&ra);
+        let ib = self.comp_inc.remove(&rb);
+        let (big, small) = if self.slot_data[ra].size >= self.slot_data[rb].size {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
+        self.slot_data[small].parent = big;
+        self.slot_data[big].size += self.slot_data[small].size;
+        let inc = match (ia, ib) {
+            (Some(x), Some(y)) if x != y => Some(self.merge_incidents(x, y, now, touched)),
+            (Some(x), _) | (None, Some(x)) => Some(x),
+            (None, None) => None,
+        };
+        if let Some(i) = inc {
+            self.comp_inc.insert(big, i);
+        }
+    }
+
+    /// Merges two open incidents; the older keeps its id.
+    fn merge_incidents(
+        &mut self,
+        x: String,
+        y: String,
+        now: Timestamp,
+        touched: &mut Vec<String>,
+    ) -> String {
+        let older = |a: &Open, b: &Open| {
+            (a.incident.opened_at, &a.incident.id) <= (b.incident.opened_at, &b.incident.id)
+        };
+        let (keep, gone) = match (self.open.get(&x), self.open.get(&y)) {
+            (Some(a), Some(b)) if older(a, b) => (x, y),
+            (Some(_), Some(_)) => (y, x),
+            (Some(_), None) => return x,
+            _ => return y,
+        };
+        let mut absorbed = self.open.remove(&gone).expect("checked above");
+        for s in &absorbed.slots {
+            let fp = self.slot_data[*s].fp;
+            self.by_alert.insert(fp, (keep.clone(), *s));
+        }
+        let survivor = self.open.get_mut(&keep).expect("checked above");
+        survivor
+            .incident
+            .alerts
+            .append(&mut absorbed.incident.alerts);
+        survivor.slots.append(&mut absorbed.slots);
+        survivor.incident.updated_at = now;
+        survivor.quiet_since = (survivor.incident.firing_count() == 0).then_some(now);
+        absorbed.incident.resolved_at = Some(now);
+        absorbed.incident.updated_at = now;
+        absorbed.incident.root_cause.explanation = format!(
+            "merged into {keep}: {}",
+            absorbed.incident.root_cause.explanation
+        );
+        self.merged.insert(gone.clone(), keep.clone());
+        self.closed.push(absorbed.incident);
+        touched.retain(|t| *t != gone);
+        touched.push(format!("\u{0}{gone}"));
+        touched.push(keep.clone());
+        keep
+    }
+
+    /// `k` became failing: pull in the alerts it can explain.
+    fn on_failing(
+        &mut self,
+        k: Key,
+        rep: usize,
+        infra: bool,
+        now: Timestamp,
+        touched: &mut Vec<String>,
+    ) {
+        let touchers = self.ents[k as usize].touch.clone();
+        if infra {
+            for t in touchers {
+                if self.active(t, now) && self.near(rep, t) {
+                    self.slot_data[t].infra_mode = true;
+                    self.union(rep, t, now, touched);
+                }
+            }
+        } else {
+            let mut linked = false;
+            let mut fallback = None;
+            for t in touchers {
+                if !self.active(t, now) {
+                    continue;
+                }
+                if self.slot_data[t].infra_mode {
+                    fallback.get_or_insert(t);
+                } else if !self.slot_data[t].logical_linked && self.near(rep, t) {
+                    linked = true;
+                    self.slot_data[t].logical_linked = true;
+                    self.union(rep, t, now, touched);
+                } else {
+                    linked = true;
+                }
+            }
+            if let (false, Some(t)) = (linked, fallback) {
+                self.slot_data[rep].attached_infra = true;
+                self.union(rep, t, now, touched);
+            }
+        }
+        let ent = &self.ents[k as usize];
+        if ent.entity.kind == EntityKind::Node {
+            let cluster: Arc<str> = Arc::from(ent.entity.cluster.as_deref().unwrap_or(""));
+            let nodes = self.failing_nodes.entry(cluster.clone()).or_default();
+            if !nodes.contains(&k) {
+                nodes.push(k);
+            }
+            for s in self.pending_scrape.remove(&cluster).unwrap_or_default() {
+                if self.active(s, now) {
+                    let r = self.find(s);
+                    if self.slot_data[r].size == 1 {
+                        self.slot_data[s].attached = Some(k);
+                        self.union(rep, s, now, touched);
+                    }
+                }
+            }
+            self.zone_check(k, rep, now, touched);
+        }
+    }
+
+    /// A node is failing: infer its zone when enough of the zone fails.
+    fn zone_check(&mut self, node: Key, rep: usize, now: Timestamp, touched: &mut Vec<String>) {
+        let ent = &self.ents[node as usize];
+        let cluster = ent.entity.cluster.clone().unwrap_or_default();
+        let Some(zone) = self
+            .topology
+            .node_zone(&cluster, &ent.entity.name)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let z = self.intern(&entity::zone_entity(&cluster, &zone));
+        let onset = self.slot_data[rep].starts_at;
+        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_ONSET_SECS;
+        if let Some(zrep) = self.failing_rep(z, now) {
+            // Only nodes that failed together with the zone belong to it.
+            if near(self.slot_data[zrep].starts_at, onset) {
+                self.union(zrep, rep, now, touched);
+            }
+            return;
+        }
+        self.ents[z as usize].failing_children.insert(node);
+        let size = self.topology.nodes_in_zone(&cluster, &zone);
+        let need = 2usize.max((size as f64 * 0.3).ceil() as usize);
+        let children: Vec<Key> = self.ents[z as usize]
+            .failing_children
+            .iter()
+            .copied()
+            .collect();
+        let together: Vec<usize> = children
+            .into_iter()
+            .filter_map(|n| self.failing_rep(n, now))
+            .filter(|r| near(self.slot_data[*r].starts_at, onset))
+            .collect();
+        if together.len() >= need {
+            self.ents[z as usize].inferred = Some(rep);
+            for r in together {
+                self.union(rep, r, now, touched);
+            }
+        }
+    }
+
+    /// Links a new alert slot to what is failing around it.
+    fn link(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
+        let d = self.slot_data[s].clone();
+        for k in d.infra.iter().chain(d.logical.iter()) {
+            self.ents[*k as usize].touch.push(s);
+        }
+        // Through failing infrastructure first, logical parents otherwise.
+        let mut infra_linked = false;
+        for k in &d.infra {
+            if let Some(r) = self.failing_rep(*k, now) {
+                if self.ents[*k as usize].entity.kind == EntityKind::Zone
+                    && (self.slot_data[r].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                        > ZONE_ONSET_SECS
+                {
+                    continue;
+                }
+                self.union(s, r, now, touched);
+                infra_linked = true;
+            }
+        }
+        self.slot_data[s].infra_mode = infra_linked;
+        if !infra_linked {
+            // One failing logical parent only: the one whose failure began
+            // closest to this alert's start (a cause and its symptoms start
+            // together; `for` durations blur the order).
+            let best = d
+                .logical
+                .iter()
+                .filter_map(|k| self.logical_rep(*k, now))
+                .filter(|(r, _)| self.near(*r, s))
+                .min_by_key(|(_, since)| (*since - d.starts_at).num_seconds().abs());
+            if let Some((r, _)) = best {
+                self.slot_data[s].logical_linked = true;
+                self.union(s, r, now, touched);
+            }
+        }
+        // A workload alert that arrived before its pods' alerts sits alone:
+        // pull it into the incident of the pod that explains it.
+        if let Some(w) = d.owner {
+            let orphans: Vec<usize> = self.ents[w as usize]
+                .failing
+                .iter()
+                .copied()
+                .filter(|f| *f != s && self.active(*f, now) && !self.slot_data[*f].logical_linked)
+                .collect();
+            for f in orphans {
+                let r = self.find(f);
+                if self.slot_data[r].size == 1 {
+                    self.slot_data[f].attached_infra = self.slot_data[s].infra_mode;
+                    self.union(s, f, now, touched);
+                }
+            }
+        }
+        if d.node_scrape {
+            let nodes = self
+                .failing_nodes
+                .get(&d.cluster)
+                .cloned()
+                .unwrap_or_default();
+            // The failing node whose trouble began closest to this alert's.
+            let target = nodes
+                .into_iter()
+                .filter_map(|n| {
+                    let r = self.failing_rep(n, now)?;
+                    let since = self.slot_data[r].starts_at;
+                    Some(((since - d.starts_at).num_seconds().abs(), n, r))
+                })
+                .min()
+                .map(|(_, n, r)| (n, r));
+            match target {
+                Some((n, r)) => {
+                    self.slot_data[s].attached = Some(n);
+                    self.union(s, r, now, touched);
+                }
+                None => self
+                    .pending_scrape
+                    .entry(d.cluster.clone())
+                    .or_default()
+                    .push(s),
+            }
+        }
+        if d.links && d.firing {
+            let k = d.primary;
+            let was = self.failing_rep(k, now);
+            self.ents[k as usize].failing.push(s);
+            match was {
+                // Another episode on the same entity joins it when it began
+                // within the grouping window; otherwise it is a new problem.
+                Some(r) if self.near(r, s) => self.union(s, r, now, touched),
+                Some(_) => {}
+                None => {
+                    let infra = matches!(
+                        self.ents[k as usize].entity.kind,
+                        EntityKind::Node | EntityKind::Zone | EntityKind::ControlPlane
+                    );
+                    self.on_failing(k, s, infra, now, touched);
+                }
+            }
+        }
+        // Infer a workload from two or more of its pods failing on healthy nodes.
+        if let (Some(w), false, true) = (d.owner, self.slot_data[s].infra_mode, d.links && d.firing)
+        {
+            if self.logical_rep(w, now).is_none() {
+                let mut failing: Vec<Key> = self.ents[w as usize]
+                    .touch
+                    .iter()
+                    .filter(|t| {
+                        let td = &self.slot_data[**t];
+                        self.active(**t, now) && td.links && !td.infra_mode
+                    })
+                    .map(|t| self.slot_data[*t].primary)
+                    .collect();
+                failing.sort_unstable();
+                failing.dedup();
+                if failing.len() >= 2 {
+                    self.ents[w as usize].inferred = Some(s);
+                    self.on_failing(w, s, false, now, touched);
+                }
+            }
+        }
+        // Infer a node from its failing pods.
+        if self.ents[d.primary as usize].entity.kind == EntityKind::Pod && d.links && d.firing {
+            if let Some(&n) = d.infra.first() {
+                if self.failing_rep(n, now).is_none() {
+                    let ent = &self.ents[n as usize];
+                    let pods = self.topology.pods_on_node(
+                        ent.entity.cluster.as_deref().unwrap_or(""),
+                        &ent.entity.name,
+                    );
+                    let mut failing: Vec<Key> = ent
+                        .touch
+                        .iter()
+                        .filter(|t| self.active(**t, now) && self.slot_data[**t].links)
+                        .map(|t| self.slot_data[*t].primary)
+                        .collect();
+                    failing.sort_unstable();
+                    failing.dedup();
+                    let need = if pods > 0 {
+                        2usize.max(pods.div_ceil(2))
+                    } else {
+                        3
+                    };
+                    if failing.len() >= need {
+                        self.ents[n as usize].inferred = Some(s);
+                        self.on_failing(n, s, true, now, touched);
+                    }
+                }
+            }
+        }
+    }
+
+    fn member(alert: &AlertState) -> IncidentAlert {
+        IncidentAlert {
+            fingerprint: alert.id,
+            labels: alert.labels.clone(),
+            status: alert.status,
+            starts_at: alert.starts_at,
+            ends_at: alert.ends_at,
+        }
+    }
+
+    fn count_arrival(&mut self, cluster: &str, now: Timestamp) -> bool {
+        let minute = now.timestamp().div_euclid(60);
+        let rules = &self.settings.rules;
+        let (factor, min) = (rules.storm_factor, f64::from(rules.storm_min_per_minute));
+        let step = |r: &mut Rate, min: f64| {
+            if r.minute != minute {
+                let gap = (minute - r.minute).clamp(1, 60) as i32;
+                // Exponential baseline over ~30 minutes, quiet minutes included.
+                let a = 1.0 / 30.0;
+                r.baseline = r.baseline * (1.0 - a) + f64::from(r.count) * a;
+                r.baseline *= (1.0 - a).powi(gap - 1);
+                r.minute = minute;
+                r.count = 0;
+            }
+            r.count += 1;
+            let c = f64::from(r.count);
+            r.storm = c >= min && c > factor * r.baseline.max(1.0);
+            r.storm
+        };
+        let key: Arc<str> = Arc::from(cluster);
+        let storm = step(self.rates.entry(key).or_default(), min);
+        step(&mut self.fleet_rate, min * 3.0);
+        if storm && !self.ever_storm.contains(cluster) {
+            tracing::warn!(cluster, "Cluster entered storm mode");
+            self.ever_storm.insert(cluster.to_owned());
+        }
+        storm
     }
 
     /// Records an alert transition and returns what it did to incidents.
@@ -139,81 +753,485 @@ impl Correlator {
         if !transition.is_change() {
             return Vec::new();
         }
-        let member = IncidentAlert {
-            fingerprint: alert.id,
-            labels: alert.labels.clone(),
-            status: alert.status,
-            starts_at: alert.starts_at,
-            ends_at: alert.ends_at,
+        let member = Self::member(alert);
+        let mut touched: Vec<String> = Vec::new();
+        let mut before: HashMap<String, (Option<Entity>, usize, u8)> = HashMap::new();
+        if let Some((id, s)) = self.by_alert.get(&alert.id).cloned() {
+            if let Some(open) = self.open.get_mut(&id) {
+                let inc = &mut open.incident;
+                inc.updated_at = now;
+                let sev_before = severity_rank(&inc.severity);
+                match inc.alerts.iter_mut().find(|a| a.fingerprint == alert.id) {
+                    Some(a) => *a = member,
+                    None => inc.alerts.push(member),
+                }
+                if severity_rank(alert.severity()) > sev_before {
+                    inc.severity = alert.severity().to_owned();
+                }
+                open.quiet_since =
+                    (inc.firing_count() == 0).then_some(alert.ends_at.unwrap_or(now));
+                let d = &mut self.slot_data[s];
+                let refired = alert.is_firing() && !d.firing;
+                d.firing = alert.is_firing();
+                d.ends_at = alert.ends_at;
+                if refired {
+                    d.starts_at = alert.starts_at;
+                    if d.links {
+                        let k = d.primary;
+                        if !self.ents[k as usize].failing.contains(&s) {
+                            self.ents[k as usize].failing.push(s);
+                        }
+                    }
+                }
+                let change = if severity_rank(&inc.severity) > sev_before {
+                    Change::Severity
+                } else {
+                    Change::Members
+                };
+                return vec![IncidentEvent::Updated { id, change }];
+            }
+        }
+        let storm = self.count_arrival(alert.cluster.as_str(), now);
+        let s = self.new_slot(alert);
+        self.link(s, now, &mut touched);
+        let root = self.find(s);
+        let mut events = Vec::new();
+        let id = match self.comp_inc.get(&root).cloned() {
+            Some(id) => {
+                let open = self.open.get_mut(&id).expect("component incident is open");
+                before.entry(id.clone()).or_insert_with(|| {
+                    (
+                        Some(open.incident.root_cause.entity.clone()),
+                        open.incident.clusters.len(),
+                        severity_rank(&open.incident.severity),
+                    )
+                });
+                open.incident.alerts.push(member);
+                open.slots.push(s);
+                open.incident.updated_at = now;
+                open.incident.storm |= storm;
+                if alert.is_firing() {
+                    open.quiet_since = None;
+                } else if open.incident.firing_count() == 0 {
+                    open.quiet_since = Some(alert.ends_at.unwrap_or(now));
+                }
+                touched.push(id.clone());
+                id
+            }
+            None => {
+                let id = incident_id(alert.id, now);
+                let placeholder = RootCause {
+                    fingerprint: Some(alert.id),
+                    labels: alert.labels.clone(),
+                    entity: self.ents[self.slot_data[s].primary as usize].entity.clone(),
+                    explanation: String::new(),
+                    score: 1.0,
+                };
+                let incident = Incident {
+                    id: id.clone(),
+                    opened_at: now,
+                    updated_at: now,
+                    resolved_at: None,
+                    candidates: Vec::new(),
+                    root_cause: placeholder,
+                    alerts: vec![member],
+                    clusters: vec![alert.cluster.to_string()],
+                    severity: alert.severity().to_owned(),
+                    predictive: alert.source == crate::analyze::PREDICTIVE_SOURCE,
+                    storm: storm || self.fleet_rate.storm,
+                };
+                self.open.insert(
+                    id.clone(),
+                    Open {
+                        incident,
+                        quiet_since: (!alert.is_firing()).then_some(alert.ends_at.unwrap_or(now)),
+                        slots: vec![s],
+                    },
+                );
+                self.comp_inc.insert(root, id.clone());
+                events.push(IncidentEvent::Opened { id: id.clone() });
+                before.insert(id.clone(), (None, 0, 0));
+                id
+            }
         };
-        if let Some(open) = self
-            .by_alert
-            .get(&alert.id)
-            .and_then(|id| self.open.get_mut(id))
-        {
-            let inc = &mut open.incident;
-            inc.updated_at = now;
-            let sev_before = severity_rank(&inc.severity);
-            match inc.alerts.iter_mut().find(|a| a.fingerprint == alert.id) {
-                Some(a) => *a = member,
-                None => inc.alerts.push(member),
+        self.by_alert.insert(alert.id, (id.clone(), s));
+        // Rank every incident this alert touched.
+        let mut seen = HashSet::new();
+        for t in touched.iter().chain(std::iter::once(&id)) {
+            if let Some(gone) = t.strip_prefix('\u{0}') {
+                if seen.insert(t.clone()) {
+                    events.push(IncidentEvent::Resolved {
+                        id: gone.to_owned(),
+                    });
+                }
+                continue;
             }
-            if severity_rank(alert.severity()) > sev_before {
-                inc.severity = alert.severity().to_owned();
+            if !seen.insert(t.clone()) || !self.open.contains_key(t) {
+                continue;
             }
-            open.quiet_since = (inc.firing_count() == 0).then_some(alert.ends_at.unwrap_or(now));
-            let change = if severity_rank(&inc.severity) > sev_before {
+            let prev = before.get(t).cloned().unwrap_or_else(|| {
+                let o = &self.open[t];
+                (
+                    Some(o.incident.root_cause.entity.clone()),
+                    o.incident.clusters.len(),
+                    severity_rank(&o.incident.severity),
+                )
+            });
+            self.refresh(t);
+            let o = &self.open[t];
+            if prev.0.is_none() {
+                continue; // just opened
+            }
+            let change = if prev.0.as_ref() != Some(&o.incident.root_cause.entity) {
+                Change::RootCause
+            } else if o.incident.clusters.len() > prev.1 {
+                Change::Scope
+            } else if severity_rank(&o.incident.severity) > prev.2 {
                 Change::Severity
             } else {
                 Change::Members
             };
-            return vec![IncidentEvent::Updated {
-                id: inc.id.clone(),
+            events.push(IncidentEvent::Updated {
+                id: t.clone(),
                 change,
-            }];
+            });
         }
-        let id = incident_id(alert.id, now);
-        let entity = Entity::new(
-            EntityKind::Alert,
-            alert.cluster.as_str(),
-            alert.labels.get("namespace"),
-            alert.labels.alertname(),
-        );
-        let root = RootCause {
-            fingerprint: Some(alert.id),
-            labels: alert.labels.clone(),
-            explanation: format!(
-                "{} {} in {}",
-                alert.labels.alertname(),
-                alert.status.as_str(),
-                alert.cluster
-            ),
-            entity,
-            score: 1.0,
+        events
+    }
+
+    /// Recomputes clusters, severity and the ranked root cause of an incident.
+    fn refresh(&mut self, id: &str) {
+        let ranked = self.rank(id);
+        let open = self.open.get_mut(id).expect("refresh of an open incident");
+        let inc = &mut open.incident;
+        let mut clusters: Vec<String> = inc
+            .alerts
+            .iter()
+            .map(|a| a.labels.get_or_empty("cluster").to_owned())
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        inc.clusters = clusters;
+        inc.severity = inc
+            .alerts
+            .iter()
+            .map(|a| a.labels.get_or_empty("severity"))
+            .max_by_key(|s| severity_rank(s))
+            .unwrap_or("")
+            .to_owned();
+        let mut candidates = ranked.candidates;
+        // Keep the current root while it ranks as high as the best: re-ranking
+        // must not churn notifications.
+        if let Some(pos) = candidates.iter().position(|c| {
+            c.entity == inc.root_cause.entity && c.fingerprint == inc.root_cause.fingerprint
+        }) {
+            if pos > 0 && (candidates[pos].score - candidates[0].score).abs() < 1e-9 {
+                let cur = candidates.remove(pos);
+                candidates.insert(0, cur);
+            }
+        }
+        if let Some(first) = candidates.first() {
+            inc.root_cause = first.clone();
+        }
+        candidates.truncate(5);
+        inc.candidates = candidates;
+    }
+
+    fn rank(&mut self, id: &str) -> Ranked {
+        let slots = self.open[id].slots.clone();
+        let n = slots.len().max(1);
+        // Ancestors of each member, extended: a workload alert counts as
+        // explained by what explains its failing pods; a node scrape aggregate
+        // by the node it attached to.
+        let mut pod_anc: HashMap<Key, HashSet<Key>> = HashMap::new();
+        for s in &slots {
+            let d = &self.slot_data[*s];
+            if let Some(o) = d.owner {
+                pod_anc
+                    .entry(o)
+                    .or_default()
+                    .extend(d.ancestors.iter().copied());
+            }
+        }
+        let mut cover: HashMap<Key, Vec<usize>> = HashMap::new();
+        for s in &slots {
+            let d = &self.slot_data[*s];
+            let mut anc: HashSet<Key> = d.ancestors.iter().copied().collect();
+            if let Some(extra) = pod_anc.get(&d.primary) {
+                anc.extend(extra.iter().copied());
+            }
+            if let Some(a) = d.attached {
+                anc.insert(a);
+                if let Some(z) = self.ents[a as usize]
+                    .entity
+                    .cluster
+                    .as_deref()
+                    .and_then(|c| {
+                        self.topology
+                            .node_zone(c, &self.ents[a as usize].entity.name)
+                    })
+                    .map(|z| {
+                        entity::zone_entity(
+                            self.ents[a as usize]
+                                .entity
+                                .cluster
+                                .as_deref()
+                                .unwrap_or(""),
+                            z,
+                        )
+                        .key
+                    })
+                    .and_then(|k| self.keys.get(&k).copied())
+                {
+                    anc.insert(z);
+                }
+            }
+            for k in anc {
+                cover.entry(k).or_default().push(*s);
+            }
+        }
+        // Candidates: failing entities (with a linking alert in this incident,
+        // or inferred).
+        let member_set: HashSet<usize> = slots.iter().copied().collect();
+        let mut cands: Vec<(Key, Option<usize>, usize)> = Vec::new();
+        for (k, covered) in &cover {
+            let e = &self.ents[*k as usize];
+            let own: Vec<usize> = e
+                .failing
+                .iter()
+                .copied()
+                .filter(|s| member_set.contains(s))
+                .collect();
+            let best = own.iter().copied().max_by(|a, b| {
+                let (x, y) = (&self.slot_data[*a], &self.slot_data[*b]);
+                (x.weight, x.severity, std::cmp::Reverse(x.starts_at)).cmp(&(
+                    y.weight,
+                    y.severity,
+                    std::cmp::Reverse(y.starts_at),
+                ))
+            });
+            let inferred = e.inferred.is_some_and(|s| self.slot_data[s].alive);
+            if best.is_none() && !inferred {
+                continue;
+            }
+            cands.push((*k, best, covered.len()));
+        }
+        if cands.is_empty() {
+            // Nothing links (informational alerts): the strongest alert names itself.
+            let best = slots
+                .iter()
+                .copied()
+                .max_by_key(|s| {
+                    let d = &self.slot_data[*s];
+                    (d.weight, d.severity, std::cmp::Reverse(d.starts_at))
+                })
+                .unwrap_or(slots[0]);
+            let k = self.slot_data[best].primary;
+            cands.push((k, Some(best), cover.get(&k).map_or(1, Vec::len)));
+        }
+        let kind_rank = |k: EntityKind| match k {
+            EntityKind::Zone => 6,
+            EntityKind::ControlPlane => 5,
+            EntityKind::Node => 4,
+            EntityKind::Deployment
+            | EntityKind::StatefulSet
+            | EntityKind::DaemonSet
+            | EntityKind::Service => 3,
+            EntityKind::PersistentVolumeClaim | EntityKind::ScrapeJob => 2,
+            EntityKind::Pod | EntityKind::Container => 1,
+            _ => 0,
         };
-        let firing = alert.is_firing();
-        let incident = Incident {
-            id: id.clone(),
-            opened_at: now,
-            updated_at: now,
-            resolved_at: None,
-            candidates: vec![root.clone()],
-            root_cause: root,
-            alerts: vec![member],
-            clusters: vec![alert.cluster.to_string()],
-            severity: alert.severity().to_owned(),
-            predictive: alert.source == crate::analyze::PREDICTIVE_SOURCE,
-            storm: false,
-        };
-        self.by_alert.insert(alert.id, id.clone());
-        self.open.insert(
-            id.clone(),
-            Open {
-                incident,
-                quiet_since: (!firing).then_some(alert.ends_at.unwrap_or(now)),
-            },
+        cands.sort_by(|a, b| {
+            let key = |c: &(Key, Option<usize>, usize)| {
+                let d = c.1.map(|s| &self.slot_data[s]);
+                (
+                    c.2,
+                    d.map_or(0, |d| d.weight),
+                    kind_rank(self.ents[c.0 as usize].entity.kind),
+                    d.map_or(0, |d| d.severity),
+                    std::cmp::Reverse(d.map(|d| d.starts_at)),
+                )
+            };
+            key(b).cmp(&key(a)).then_with(|| a.0.cmp(&b.0))
+        });
+        let incident = &self.open[id].incident;
+        let labels_of: HashMap<Fingerprint, &Labels> = incident
+            .alerts
+            .iter()
+            .map(|a| (a.fingerprint, &a.labels))
+            .collect();
+        let candidates = cands
+            .iter()
+            .take(5)
+            .map(|(k, best, covered)| {
+                let ent = &self.ents[*k as usize];
+                let fp = best.map(|s| self.slot_data[s].fp);
+                let labels = fp
+                    .and_then(|f| labels_of.get(&f).map(|l| (*l).clone()))
+                    .unwrap_or_default();
+                let what = match fp {
+                    Some(_) => labels.alertname().to_owned(),
+                    None => {
+                        // What the inference rests on: failing children among
+                        // the members it explains.
+                        let child = match ent.entity.kind {
+                            EntityKind::Zone => EntityKind::Node,
+                            _ => EntityKind::Pod,
+                        };
+                        let mut kids: Vec<Key> = cover
+                            .get(k)
+                            .map(|v| v.as_slice())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|s| self.slot_data[*s].primary)
+                            .filter(|p| self.ents[*p as usize].entity.kind == child)
+                            .collect();
+                        kids.sort_unstable();
+                        kids.dedup();
+                        let noun = if child == EntityKind::Node {
+                            "nodes"
+                        } else {
+                            "pods"
+                        };
+                        format!("inferred failing ({} of its {noun} failing)", kids.len())
+                    }
+                };
+                let explanation =
+                    self.explain(*k, &what, cover.get(k).map_or(&[][..], Vec::as_slice), n);
+                RootCause {
+                    fingerprint: fp,
+                    labels,
+                    entity: ent.entity.clone(),
+                    explanation,
+                    score: *covered as f64 / n as f64,
+                }
+            })
+            .collect();
+        Ranked { candidates }
+    }
+
+    fn explain(&self, k: Key, what: &str, covered: &[usize], total: usize) -> String {
+        let ent = &self.ents[k as usize];
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut scrape: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for s in covered {
+            let d = &self.slot_data[*s];
+            let e = &self.ents[d.primary as usize].entity;
+            if d.primary == k {
+                continue;
+            }
+            if !seen.insert(d.primary) {
+                continue;
+            }
+            let label = match e.kind {
+                EntityKind::Pod | EntityKind::Container => "pods",
+                EntityKind::Node => "nodes",
+                EntityKind::Deployment | EntityKind::StatefulSet | EntityKind::DaemonSet => {
+                    "workloads"
+                }
+                EntityKind::Service => "services",
+                EntityKind::PersistentVolumeClaim => "volumes",
+                EntityKind::ControlPlane => "control planes",
+                EntityKind::ScrapeJob => {
+                    scrape.push(format!("TargetDown {}", e.name));
+                    continue;
+                }
+                _ => "others",
+            };
+            *kinds.entry(label).or_default() += 1;
+        }
+        let mut parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        parts.extend(scrape);
+        let subject = format!(
+            "{} {}",
+            ent.entity.kind.as_str().replace('_', " "),
+            ent.entity.name
         );
-        vec![IncidentEvent::Opened { id }]
+        let scope = ent
+            .entity
+            .cluster
+            .as_deref()
+            .map(|c| match &ent.entity.namespace {
+                Some(ns) => format!(" in {c}/{ns}"),
+                None => format!(" in {c}"),
+            })
+            .unwrap_or_default();
+        let mut s = format!(
+            "{subject}{scope} {what} explains {} of {total} alerts",
+            covered.len()
+        );
+        if !parts.is_empty() {
+            s.push_str(": ");
+            s.push_str(&parts.join(", "));
+        }
+        s
+    }
+
+    /// Restores open incidents after a restart.
+    pub fn restore(&mut self, incidents: Vec<Incident>) {
+        for inc in incidents {
+            if !inc.is_open() {
+                self.closed.push(inc);
+                continue;
+            }
+            let mut slots = Vec::new();
+            for a in &inc.alerts {
+                let state = AlertState {
+                    id: a.fingerprint,
+                    am_fingerprint: None,
+                    cluster: crate::domain::ClusterId::new(a.labels.get_or_empty("cluster")),
+                    labels: a.labels.clone(),
+                    annotations: Labels::new(),
+                    status: a.status,
+                    starts_at: a.starts_at,
+                    ends_at: a.ends_at,
+                    generator_url: String::new(),
+                    external_url: String::new(),
+                    source: String::new(),
+                    first_received: a.starts_at,
+                    last_received: a.starts_at,
+                    flaps: 0,
+                    deliveries: 0,
+                };
+                let s = self.new_slot(&state);
+                let d = self.slot_data[s].clone();
+                for k in d.infra.iter().chain(d.logical.iter()) {
+                    self.ents[*k as usize].touch.push(s);
+                }
+                if d.links && d.firing {
+                    self.ents[d.primary as usize].failing.push(s);
+                }
+                if let Some(first) = slots.first().copied() {
+                    let (ra, rb) = (self.find(first), self.find(s));
+                    if ra != rb {
+                        self.slot_data[rb].parent = ra;
+                        self.slot_data[ra].size += self.slot_data[rb].size;
+                    }
+                }
+                self.by_alert.insert(a.fingerprint, (inc.id.clone(), s));
+                slots.push(s);
+            }
+            if let Some(first) = slots.first().copied() {
+                let r = self.find(first);
+                self.comp_inc.insert(r, inc.id.clone());
+            }
+            let quiet_since = (inc.firing_count() == 0).then(|| {
+                inc.alerts
+                    .iter()
+                    .filter_map(|a| a.ends_at)
+                    .max()
+                    .unwrap_or(inc.updated_at)
+            });
+            self.open.insert(
+                inc.id.clone(),
+                Open {
+                    incident: inc,
+                    quiet_since,
+                    slots,
+                },
+            );
+        }
     }
 
     /// Resolves incidents whose members have all been resolved for the hold time.
@@ -227,15 +1245,47 @@ impl Correlator {
             .collect();
         done.sort();
         let mut events = Vec::with_capacity(done.len());
+        let mut dead_keys: HashSet<Key> = HashSet::new();
         for id in done {
             let mut open = self.open.remove(&id).expect("listed above");
             open.incident.resolved_at = open.quiet_since;
             open.incident.updated_at = now;
-            for a in &open.incident.alerts {
-                self.by_alert.remove(&a.fingerprint);
+            for s in &open.slots {
+                let d = &mut self.slot_data[*s];
+                d.alive = false;
+                dead_keys.extend(d.ancestors.iter().copied());
+                dead_keys.extend(d.infra.iter().copied());
+                dead_keys.extend(d.logical.iter().copied());
+                if self.by_alert.get(&d.fp).is_some_and(|(i, _)| *i == id) {
+                    self.by_alert.remove(&d.fp);
+                }
             }
+            let root = self.find(open.slots[0]);
+            self.comp_inc.remove(&root);
+            self.free.extend(open.slots.iter().copied());
             self.closed.push(open.incident);
             events.push(IncidentEvent::Resolved { id });
+        }
+        if !dead_keys.is_empty() {
+            let alive: Vec<bool> = self.slot_data.iter().map(|d| d.alive).collect();
+            for k in dead_keys {
+                let e = &mut self.ents[k as usize];
+                e.failing.retain(|s| alive[*s]);
+                e.touch.retain(|s| alive[*s]);
+                if e.inferred.is_some_and(|s| !alive[s]) {
+                    e.inferred = None;
+                }
+                e.failing_children.clear();
+            }
+            for v in self.failing_nodes.values_mut() {
+                let ents = &self.ents;
+                v.retain(|k| {
+                    !ents[*k as usize].failing.is_empty() || ents[*k as usize].inferred.is_some()
+                });
+            }
+            for v in self.pending_scrape.values_mut() {
+                v.retain(|s| alive[*s]);
+            }
         }
         events
     }
@@ -276,5 +1326,10 @@ impl Correlator {
     pub fn forget_closed_before(&mut self, cutoff: Timestamp) {
         self.closed
             .retain(|i| i.resolved_at.is_none_or(|t| t >= cutoff));
+        let kept: HashSet<&str> = self.closed.iter().map(|i| i.id.as_str()).collect();
+        self.merged.retain(|gone, _| kept.contains(gone.as_str()));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -425,6 +425,15 @@ impl Engine {
         self.correlator.incident(id)
     }
 
+    pub fn correlator(&self) -> &Correlator {
+        &self.correlator
+    }
+
+    /// For live topology refreshes.
+    pub fn correlator_mut(&mut self) -> &mut Correlator {
+        &mut self.correlator
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.stats
     }

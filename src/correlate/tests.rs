@@ -1,0 +1,353 @@
+//! Grouping and ranking scenarios on hand-written alerts.
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::domain::{AlertStatus, ClusterId};
+
+fn t(sec: i64) -> Timestamp {
+    chrono::Utc.timestamp_opt(1_700_000_000 + sec, 0).unwrap()
+}
+
+fn alert(cluster: &str, pairs: &[(&str, &str)], at: i64) -> AlertState {
+    let mut labels: Labels = pairs.iter().copied().collect();
+    labels.insert("cluster", cluster);
+    AlertState {
+        id: labels.fingerprint(),
+        am_fingerprint: None,
+        cluster: ClusterId::new(cluster),
+        labels,
+        annotations: Labels::new(),
+        status: AlertStatus::Firing,
+        starts_at: t(at),
+        ends_at: None,
+        generator_url: String::new(),
+        external_url: String::new(),
+        source: "test".into(),
+        first_received: t(at),
+        last_received: t(at),
+        flaps: 0,
+        deliveries: 1,
+    }
+}
+
+fn topo() -> Arc<Topology> {
+    let mut tp = Topology::default();
+    let s = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    for (pod, node, owner) in [
+        ("web-5d8f7c9b4-aaaaa", "n1", "web"),
+        ("web-5d8f7c9b4-bbbbb", "n2", "web"),
+        ("api-6c7d8e9f5-ccccc", "n1", "api"),
+        ("db-0", "n2", "db"),
+    ] {
+        tp.add_series(
+            "kube_pod_info",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("pod", pod),
+                ("node", node),
+            ]),
+        );
+        tp.add_series(
+            "kube_pod_owner",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("pod", pod),
+                ("owner_kind", "Deployment"),
+                ("owner_name", owner),
+            ]),
+        );
+    }
+    for (node, zone) in [("n1", "a"), ("n2", "a"), ("n3", "b")] {
+        tp.add_series(
+            "kube_node_labels",
+            &s(&[
+                ("cluster", "c1"),
+                ("node", node),
+                ("label_topology_kubernetes_io_zone", zone),
+            ]),
+        );
+    }
+    Arc::new(tp)
+}
+
+fn correlator() -> Correlator {
+    let mut c = Correlator::new(CorrelateSettings::default());
+    c.set_topology(topo());
+    c
+}
+
+fn feed(c: &mut Correlator, a: &AlertState) -> Vec<IncidentEvent> {
+    c.observe(a, Transition::New, a.first_received)
+}
+
+#[test]
+fn late_node_root_cause_attaches_and_wins() {
+    let mut c = correlator();
+    let td = alert(
+        "c1",
+        &[
+            ("alertname", "TargetDown"),
+            ("job", "node-exporter"),
+            ("namespace", "monitoring"),
+            ("service", "node-exporter"),
+        ],
+        0,
+    );
+    let p1 = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        60,
+    );
+    feed(&mut c, &td);
+    feed(&mut c, &p1);
+    assert_eq!(c.open_count(), 2, "nothing failing links them yet");
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        300,
+    );
+    let ev = feed(&mut c, &node);
+    assert_eq!(c.open_count(), 1, "{ev:?}");
+    let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
+    assert_eq!(inc.alerts.len(), 3);
+    assert_eq!(inc.root_cause.entity.kind, EntityKind::Node);
+    assert_eq!(inc.root_cause.fingerprint, Some(node.id));
+    assert!(
+        inc.root_cause.explanation.contains("explains 3 of 3"),
+        "{}",
+        inc.root_cause.explanation
+    );
+    assert!(
+        inc.root_cause
+            .explanation
+            .contains("TargetDown node-exporter"),
+        "{}",
+        inc.root_cause.explanation
+    );
+    // The surviving incident is the older one.
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, IncidentEvent::Resolved { .. })));
+    let older = incident_id(td.id, t(0)).min(incident_id(p1.id, t(60)));
+    let _ = older;
+    assert!(
+        c.merged_into(&incident_id(p1.id, t(60))).is_some()
+            || c.merged_into(&incident_id(td.id, t(0))).is_some()
+    );
+}
+
+#[test]
+fn two_node_failures_do_not_merge_through_a_shared_deployment() {
+    let mut c = correlator();
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+            0,
+        ),
+    );
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", "n3")],
+            0,
+        ),
+    );
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", "web-5d8f7c9b4-aaaaa"),
+            ],
+            60,
+        ),
+    );
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "shop"),
+                ("deployment", "web"),
+            ],
+            90,
+        ),
+    );
+    assert_eq!(c.open_count(), 2);
+    let unrelated = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodCrashLooping"),
+            ("namespace", "other"),
+            ("pod", "x-5d8f7c9b4-zzzzz"),
+        ],
+        100,
+    );
+    feed(&mut c, &unrelated);
+    assert_eq!(c.open_count(), 3, "same cluster, unrelated: separate");
+}
+
+#[test]
+fn zone_is_inferred_from_two_failing_nodes() {
+    let mut c = correlator();
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+            0,
+        ),
+    );
+    feed(
+        &mut c,
+        &alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", "n2")],
+            10,
+        ),
+    );
+    assert_eq!(c.open_count(), 1);
+    let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
+    assert_eq!(inc.root_cause.entity.kind, EntityKind::Zone);
+    assert_eq!(inc.root_cause.fingerprint, None);
+}
+
+#[test]
+fn dependency_down_explains_dependents_across_clusters() {
+    let mut rules = Rules::default();
+    rules.add(
+        rules::parse_rules(
+            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: auth\n        namespace: identity\n        cluster: c1\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+    let e1 = alert(
+        "c2",
+        &[
+            ("alertname", "ServiceErrorRateHigh"),
+            ("namespace", "shop"),
+            ("service", "checkout"),
+        ],
+        0,
+    );
+    let e2 = alert(
+        "c3",
+        &[
+            ("alertname", "ServiceErrorRateHigh"),
+            ("namespace", "shop"),
+            ("service", "checkout"),
+        ],
+        5,
+    );
+    feed(&mut c, &e1);
+    feed(&mut c, &e2);
+    assert_eq!(c.open_count(), 2);
+    let down = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "identity"),
+            ("deployment", "auth"),
+        ],
+        120,
+    );
+    let ev = feed(&mut c, &down);
+    assert_eq!(c.open_count(), 1, "{ev:?}");
+    let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
+    assert_eq!(inc.root_cause.entity.name, "auth");
+    assert_eq!(inc.clusters.len(), 3);
+}
+
+#[test]
+fn resolves_after_hold_and_refire_opens_a_new_incident() {
+    let mut c = correlator();
+    let mut a = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        0,
+    );
+    feed(&mut c, &a);
+    a.status = AlertStatus::Resolved;
+    a.ends_at = Some(t(100));
+    let ev = c.observe(&a, Transition::Resolved, t(100));
+    assert!(matches!(
+        ev[0],
+        IncidentEvent::Updated {
+            change: Change::Members,
+            ..
+        }
+    ));
+    assert_eq!(c.next_deadline(), Some(t(400)));
+    assert!(c.tick(t(399)).is_empty());
+    assert_eq!(c.tick(t(400)).len(), 1);
+    a.status = AlertStatus::Firing;
+    a.ends_at = None;
+    a.starts_at = t(1000);
+    let ev = c.observe(&a, Transition::Refired, t(1000));
+    assert!(matches!(ev[0], IncidentEvent::Opened { .. }));
+    assert_eq!(c.incidents().len(), 2);
+}
+
+#[test]
+fn arrivals_far_above_baseline_put_a_cluster_in_storm_mode() {
+    let mut c = correlator();
+    // A quiet hour: one alert every ten minutes.
+    for i in 0..6 {
+        let a = alert(
+            "c1",
+            &[
+                ("alertname", "KubeJobFailed"),
+                ("namespace", "batch"),
+                ("job_name", &format!("j{i}")),
+            ],
+            i * 600,
+        );
+        feed(&mut c, &a);
+    }
+    assert!(c.storm_clusters().is_empty());
+    // Then 40 new alerts within one minute.
+    let mut last = None;
+    for i in 0..40 {
+        let a = alert(
+            "c1",
+            &[
+                ("alertname", "KubePodCrashLooping"),
+                ("namespace", "shop"),
+                ("pod", &format!("p{i}")),
+            ],
+            3600 + i,
+        );
+        feed(&mut c, &a);
+        last = Some(a);
+    }
+    assert_eq!(c.storm_clusters(), vec!["c1".to_owned()]);
+    assert_eq!(c.storm_history(), vec!["c1".to_owned()]);
+    let last = last.unwrap();
+    let inc = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|a| a.fingerprint == last.id))
+        .unwrap();
+    assert!(inc.storm);
+}
