@@ -389,6 +389,12 @@ impl Engine {
                     tracing::error!(error = %e, incident = %incident.id, "Cannot persist incident");
                 }
             }
+            if matches!(ev, IncidentEvent::Resolved { .. })
+                && self.correlator.merged_into(ev.id()).is_some()
+            {
+                self.planner.forget(ev.id());
+                continue;
+            }
             let planned = self.planner.plan(&ev, incident, now);
             self.planned.extend(planned);
         }

@@ -109,6 +109,17 @@ impl Planner {
         self.tracks.remove(key);
     }
 
+    /// Drops an incident that correlation merged into another. Its members now
+    /// belong to the survivor, whose messages cover them, so it gets no
+    /// "resolved" message of its own (that would tell people the trouble ended).
+    pub fn forget(&mut self, id: &str) {
+        for key in self.keys_of(id) {
+            self.remove(&key);
+        }
+        self.acked.remove(id);
+        self.incidents.remove(id);
+    }
+
     fn keys_of(&self, id: &str) -> Vec<Key> {
         self.tracks
             .range((id.to_owned(), String::new())..)
