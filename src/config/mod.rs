@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, PromDuration};
-pub use secret::{Secret, SecretRef};
+pub use secret::{resolve_in_place, resolve_url_in_place, Secret, SecretRef};
 
 /// The whole service configuration. Every section has a default, so an empty
 /// file (or none at all) is a valid configuration.

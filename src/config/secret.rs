@@ -117,6 +117,58 @@ impl SecretRef<'_> {
     }
 }
 
+/// Resolves a secret given as `x`, `x_file` or `x_env` in place: afterwards the
+/// value (if any) is in `inline` and the other two are cleared, so the rest of
+/// the program only ever reads `inline`. `path` is the inline field's key path.
+/// Returns whether a value is present.
+pub fn resolve_in_place(
+    path: &str,
+    inline: &mut Option<Secret>,
+    file: &mut Option<String>,
+    env: &mut Option<String>,
+    base: &Path,
+    errs: &mut ConfigErrors,
+) -> bool {
+    let r = SecretRef {
+        inline: inline.as_ref(),
+        file: file.as_deref(),
+        env: env.as_deref(),
+    };
+    match r.resolve(path, base, errs) {
+        Some(v) => {
+            *inline = Some(v);
+            *file = None;
+            *env = None;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Like [`resolve_in_place`] for a required URL (a webhook URL is a credential):
+/// reports a missing value and anything that is not http(s).
+pub fn resolve_url_in_place(
+    path: &str,
+    inline: &mut Option<Secret>,
+    file: &mut Option<String>,
+    env: &mut Option<String>,
+    base: &Path,
+    errs: &mut ConfigErrors,
+) {
+    let given = inline.is_some() || file.is_some() || env.is_some();
+    let field = path.rsplit('.').next().unwrap_or(path).to_owned();
+    if !resolve_in_place(path, inline, file, env, base, errs) {
+        if !given {
+            errs.push(path, format!("required (or {field}_file / {field}_env)"));
+        }
+        return;
+    }
+    let url = inline.as_ref().map(Secret::expose).unwrap_or_default();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        errs.push(path, "must be an http(s) URL");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

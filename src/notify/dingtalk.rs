@@ -18,7 +18,9 @@ use sha2::Sha256;
 
 use super::notifier::{classify_http, post_json, Message, Notifier, RateLimit, SendResult};
 use super::render::{self, Escape};
-use crate::config::{ConfigErrors, PromDuration, Secret, SecretRef, ValidateCtx};
+use crate::config::{
+    resolve_in_place, resolve_url_in_place, ConfigErrors, PromDuration, Secret, ValidateCtx,
+};
 
 /// DingTalk rejects bodies of this many bytes or more.
 pub const MAX_BODY_BYTES: usize = 20_000;
@@ -70,36 +72,22 @@ impl Default for DingtalkConfig {
 
 impl DingtalkConfig {
     pub fn validate(&mut self, path: &str, ctx: &ValidateCtx, errs: &mut ConfigErrors) {
-        let r = SecretRef {
-            inline: self.url.as_ref(),
-            file: self.url_file.as_deref(),
-            env: self.url_env.as_deref(),
-        };
-        let p = format!("{path}.url");
-        match r.resolve(&p, &ctx.base_dir, errs) {
-            Some(s)
-                if !(s.expose().starts_with("http://") || s.expose().starts_with("https://")) =>
-            {
-                errs.push(p, "must be an http(s) URL")
-            }
-            Some(s) => {
-                self.url = Some(s);
-                self.url_file = None;
-                self.url_env = None;
-            }
-            None if !r.is_set() => errs.push(p, "required (or url_file / url_env)"),
-            None => {}
-        }
-        let s = SecretRef {
-            inline: self.secret.as_ref(),
-            file: self.secret_file.as_deref(),
-            env: self.secret_env.as_deref(),
-        };
-        if let Some(v) = s.resolve(&format!("{path}.secret"), &ctx.base_dir, errs) {
-            self.secret = Some(v);
-            self.secret_file = None;
-            self.secret_env = None;
-        }
+        resolve_url_in_place(
+            &format!("{path}.url"),
+            &mut self.url,
+            &mut self.url_file,
+            &mut self.url_env,
+            &ctx.base_dir,
+            errs,
+        );
+        resolve_in_place(
+            &format!("{path}.secret"),
+            &mut self.secret,
+            &mut self.secret_file,
+            &mut self.secret_env,
+            &ctx.base_dir,
+            errs,
+        );
         for (i, m) in self.at_mobiles.iter().enumerate() {
             if m.is_empty()
                 || !m

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::notifier::{classify_http, post_json, Message, Notifier, RateLimit, SendResult};
 use super::render::{self, Escape};
-use crate::config::{ConfigErrors, PromDuration, Secret, SecretRef, ValidateCtx};
+use crate::config::{resolve_url_in_place, ConfigErrors, PromDuration, Secret, ValidateCtx};
 
 /// One Slack incoming webhook.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,26 +53,14 @@ impl Default for SlackConfig {
 
 impl SlackConfig {
     pub fn validate(&mut self, path: &str, ctx: &ValidateCtx, errs: &mut ConfigErrors) {
-        let r = SecretRef {
-            inline: self.api_url.as_ref(),
-            file: self.api_url_file.as_deref(),
-            env: self.api_url_env.as_deref(),
-        };
-        let p = format!("{path}.api_url");
-        match r.resolve(&p, &ctx.base_dir, errs) {
-            Some(s)
-                if !(s.expose().starts_with("http://") || s.expose().starts_with("https://")) =>
-            {
-                errs.push(p, "must be an http(s) URL")
-            }
-            Some(s) => {
-                self.api_url = Some(s);
-                self.api_url_file = None;
-                self.api_url_env = None;
-            }
-            None if !r.is_set() => errs.push(p, "required (or api_url_file / api_url_env)"),
-            None => {}
-        }
+        resolve_url_in_place(
+            &format!("{path}.api_url"),
+            &mut self.api_url,
+            &mut self.api_url_file,
+            &mut self.api_url_env,
+            &ctx.base_dir,
+            errs,
+        );
         if let Some(t) = &self.text {
             if let Err(e) = render::check_template(t) {
                 errs.push(format!("{path}.text"), e);

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::notifier::{classify_http, classify_reqwest, Message, Notifier, RateLimit, SendResult};
-use crate::config::{ConfigErrors, PromDuration, Secret, SecretRef, ValidateCtx};
+use crate::config::{
+    resolve_in_place, resolve_url_in_place, ConfigErrors, PromDuration, Secret, ValidateCtx,
+};
 
 /// One generic webhook.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,36 +50,22 @@ impl Default for WebhookConfig {
 
 impl WebhookConfig {
     pub fn validate(&mut self, path: &str, ctx: &ValidateCtx, errs: &mut ConfigErrors) {
-        let r = SecretRef {
-            inline: self.url.as_ref(),
-            file: self.url_file.as_deref(),
-            env: self.url_env.as_deref(),
-        };
-        let p = format!("{path}.url");
-        match r.resolve(&p, &ctx.base_dir, errs) {
-            Some(s)
-                if !(s.expose().starts_with("http://") || s.expose().starts_with("https://")) =>
-            {
-                errs.push(p, "must be an http(s) URL")
-            }
-            Some(s) => {
-                self.url = Some(s);
-                self.url_file = None;
-                self.url_env = None;
-            }
-            None if !r.is_set() => errs.push(p, "required (or url_file / url_env)"),
-            None => {}
-        }
-        let t = SecretRef {
-            inline: self.bearer_token.as_ref(),
-            file: self.bearer_token_file.as_deref(),
-            env: self.bearer_token_env.as_deref(),
-        };
-        if let Some(s) = t.resolve(&format!("{path}.bearer_token"), &ctx.base_dir, errs) {
-            self.bearer_token = Some(s);
-            self.bearer_token_file = None;
-            self.bearer_token_env = None;
-        }
+        resolve_url_in_place(
+            &format!("{path}.url"),
+            &mut self.url,
+            &mut self.url_file,
+            &mut self.url_env,
+            &ctx.base_dir,
+            errs,
+        );
+        resolve_in_place(
+            &format!("{path}.bearer_token"),
+            &mut self.bearer_token,
+            &mut self.bearer_token_file,
+            &mut self.bearer_token_env,
+            &ctx.base_dir,
+            errs,
+        );
         if self.timeout.is_zero() {
             errs.push(format!("{path}.timeout"), "must be greater than 0");
         }
