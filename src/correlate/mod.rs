@@ -34,6 +34,7 @@
 //! `grouping.resolve_hold` passed. A re-fire after that opens a new incident.
 
 pub mod entity;
+pub mod learn;
 pub mod live;
 pub mod rules;
 pub mod ruletest;
