@@ -48,6 +48,21 @@ fn light_storm_over_four_clusters() {
 }
 
 #[test]
+fn dense_storm_over_eight_clusters_with_small_zones() {
+    // Four-node zones: unrelated node failures must not become a zone outage.
+    check(
+        SimConfig {
+            seed: 3,
+            clusters: 8,
+            faults_per_cluster: 6,
+            ..Default::default()
+        },
+        0.80,
+        0.90,
+    );
+}
+
+#[test]
 fn dense_storm_over_twelve_clusters() {
     check(
         SimConfig {

@@ -19,7 +19,7 @@
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
 //! 3. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail, a zone when at least two nodes (and 30 % of the
-//!    zone) fail.
+//!    zone) fail within 5 minutes and most of the zone's nodes are down.
 //! 4. Each incident ranks its failing entities by how many members they
 //!    explain (causal descendants), then rule weight, entity kind, severity and
 //!    start time, and explains the winner in one sentence.
@@ -539,12 +539,18 @@ impl Correlator {
             .iter()
             .copied()
             .collect();
-        let together: Vec<usize> = children
+        let failing: Vec<usize> = children
             .into_iter()
             .filter_map(|n| self.failing_rep(n, now))
+            .collect();
+        // Most of the zone must be down (counting nodes that failed earlier),
+        // so that two unrelated node failures in a small zone stay apart.
+        let majority = size == 0 || failing.len() * 2 > size;
+        let together: Vec<usize> = failing
+            .into_iter()
             .filter(|r| near(self.slot_data[*r].starts_at, onset))
             .collect();
-        if together.len() >= need {
+        if together.len() >= need && majority {
             self.ents[z as usize].inferred = Some(rep);
             for r in together {
                 self.union(rep, r, now, touched);
