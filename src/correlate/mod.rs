@@ -464,6 +464,19 @@ impl Correlator {
         if infra {
             for t in touchers {
                 if self.active(t, now) && self.near(rep, t) {
+                    // An alert already grouped with others (a bad rollout's
+                    // pod) that began well apart from this failure stays
+                    // with its own problem instead of merging two incidents.
+                    let tr = self.find(t);
+                    if tr != self.find(rep)
+                        && self.slot_data[tr].size > 1
+                        && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
+                            .num_seconds()
+                            .abs()
+                            > ZONE_ONSET_SECS
+                    {
+                        continue;
+                    }
                     self.slot_data[t].infra_mode = true;
                     self.union(rep, t, now, touched);
                 }
