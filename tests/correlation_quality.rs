@@ -42,7 +42,7 @@ fn light_storm_over_four_clusters() {
             faults_per_cluster: 2,
             ..Default::default()
         },
-        0.81,
+        0.85,
         0.95,
     );
 }
@@ -57,8 +57,8 @@ fn dense_storm_over_eight_clusters_with_small_zones() {
             faults_per_cluster: 6,
             ..Default::default()
         },
-        0.82,
-        0.92,
+        0.85,
+        0.94,
     );
 }
 
@@ -72,8 +72,8 @@ fn dense_storm_over_twelve_clusters() {
             nodes_per_cluster: 20,
             ..Default::default()
         },
-        0.84,
-        0.89,
+        0.87,
+        0.94,
     );
 }
 

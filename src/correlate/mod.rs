@@ -118,6 +118,10 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
 type Key = u32;
 
 /// Nodes whose failures began this close together can share a zone cause.
+/// A node-wide scrape failure and its node's failure begin this close
+/// together: their `for` durations differ (TargetDown 10m, KubeNodeNotReady
+/// 15m) and node readiness lags a lost node by up to a few minutes.
+const SCRAPE_ONSET_SECS: i64 = 600;
 const ZONE_ONSET_SECS: i64 = 300;
 
 /// One alert episode in the union-find.
@@ -510,14 +514,26 @@ impl Correlator {
             if !nodes.contains(&k) {
                 nodes.push(k);
             }
+            let onset = self.slot_data[rep].starts_at;
+            let mut waiting = Vec::new();
             for s in self.pending_scrape.remove(&cluster).unwrap_or_default() {
                 if self.active(s, now) {
                     let r = self.find(s);
-                    if self.slot_data[r].size == 1 {
+                    if self.slot_data[r].size != 1 {
+                        continue;
+                    }
+                    if (self.slot_data[s].starts_at - onset).num_seconds().abs()
+                        <= SCRAPE_ONSET_SECS
+                    {
                         self.slot_data[s].attached = Some(k);
                         self.union(rep, s, now, touched);
+                    } else {
+                        waiting.push(s);
                     }
                 }
+            }
+            if !waiting.is_empty() {
+                self.pending_scrape.insert(cluster.clone(), waiting);
             }
             self.zone_check(k, rep, now, touched);
         }
@@ -632,7 +648,10 @@ impl Correlator {
                 .get(&d.cluster)
                 .cloned()
                 .unwrap_or_default();
-            // The failing node whose trouble began closest to this alert's.
+            // The failing node whose trouble began closest to this alert's,
+            // and together with it: a node failing for another reason (a
+            // full disk) does not stop its exporter answering. Otherwise
+            // wait for the node to fail (KubeNodeNotReady fires later).
             let target = nodes
                 .into_iter()
                 .filter_map(|n| {
@@ -640,6 +659,7 @@ impl Correlator {
                     let since = self.slot_data[r].starts_at;
                     Some(((since - d.starts_at).num_seconds().abs(), n, r))
                 })
+                .filter(|(gap, _, _)| *gap <= SCRAPE_ONSET_SECS)
                 .min()
                 .map(|(_, n, r)| (n, r));
             match target {
