@@ -163,6 +163,35 @@ enum Command {
         #[arg(long)]
         topology: Option<PathBuf>,
     },
+    /// Mine recorded alerts (a store folder and/or replay JSON lines) for
+    /// co-occurrence and precedence between alert names on related entities,
+    /// and write suggested correlation rules with their support and confidence.
+    Learn {
+        /// Store folder to read alerts from (run with the service stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Replay JSON lines to read alerts from.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Folder of kube-state-metrics query results, to place pods on nodes.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Rules folder whose `about`/`links`/weights the suggestions start from.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Related alerts co-occur when their starts are this close.
+        #[arg(long, default_value = "15m")]
+        window: String,
+        #[arg(long, default_value_t = 3)]
+        min_support: usize,
+        #[arg(long, default_value_t = 0.5)]
+        min_confidence: f64,
+        #[arg(long, default_value_t = 1.2)]
+        min_lift: f64,
+        /// Where to write the suggested rules (`-` for stdout).
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+    },
     /// Validate a configuration file and everything it refers to, reporting
     /// every error with its key path. Exits non-zero on any error.
     CheckConfig {
@@ -434,6 +463,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+        Command::Learn {
+            data_dir,
+            input,
+            topology,
+            rules,
+            window,
+            min_support,
+            min_confidence,
+            min_lift,
+            output,
+        } => stormcast::correlate::learn::run_cli(&stormcast::correlate::learn::LearnArgs {
+            data_dir,
+            input,
+            topology,
+            rules,
+            window,
+            min_support,
+            min_confidence,
+            min_lift,
+            output,
+        }),
         Command::Simulate {
             seed,
             clusters,

@@ -19,7 +19,7 @@
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
 //! 3. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail, a zone when at least two nodes (and 30 % of the
-//!    zone) fail.
+//!    zone) fail within 5 minutes and most of the zone's nodes are down.
 //! 4. Each incident ranks its failing entities by how many members they
 //!    explain (causal descendants), then rule weight, entity kind, severity and
 //!    start time, and explains the winner in one sentence.
@@ -34,6 +34,7 @@
 //! `grouping.resolve_hold` passed. A re-fire after that opens a new incident.
 
 pub mod entity;
+pub mod learn;
 pub mod live;
 pub mod rules;
 pub mod ruletest;
@@ -117,6 +118,10 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
 type Key = u32;
 
 /// Nodes whose failures began this close together can share a zone cause.
+/// A node-wide scrape failure and its node's failure begin this close
+/// together: their `for` durations differ (TargetDown 10m, KubeNodeNotReady
+/// 15m) and node readiness lags a lost node by up to a few minutes.
+const SCRAPE_ONSET_SECS: i64 = 600;
 const ZONE_ONSET_SECS: i64 = 300;
 
 /// One alert episode in the union-find.
@@ -463,6 +468,19 @@ impl Correlator {
         if infra {
             for t in touchers {
                 if self.active(t, now) && self.near(rep, t) {
+                    // An alert already grouped with others (a bad rollout's
+                    // pod) that began well apart from this failure stays
+                    // with its own problem instead of merging two incidents.
+                    let tr = self.find(t);
+                    if tr != self.find(rep)
+                        && self.slot_data[tr].size > 1
+                        && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
+                            .num_seconds()
+                            .abs()
+                            > ZONE_ONSET_SECS
+                    {
+                        continue;
+                    }
                     self.slot_data[t].infra_mode = true;
                     self.union(rep, t, now, touched);
                 }
@@ -496,14 +514,26 @@ impl Correlator {
             if !nodes.contains(&k) {
                 nodes.push(k);
             }
+            let onset = self.slot_data[rep].starts_at;
+            let mut waiting = Vec::new();
             for s in self.pending_scrape.remove(&cluster).unwrap_or_default() {
                 if self.active(s, now) {
                     let r = self.find(s);
-                    if self.slot_data[r].size == 1 {
+                    if self.slot_data[r].size != 1 {
+                        continue;
+                    }
+                    if (self.slot_data[s].starts_at - onset).num_seconds().abs()
+                        <= SCRAPE_ONSET_SECS
+                    {
                         self.slot_data[s].attached = Some(k);
                         self.union(rep, s, now, touched);
+                    } else {
+                        waiting.push(s);
                     }
                 }
+            }
+            if !waiting.is_empty() {
+                self.pending_scrape.insert(cluster.clone(), waiting);
             }
             self.zone_check(k, rep, now, touched);
         }
@@ -538,12 +568,18 @@ impl Correlator {
             .iter()
             .copied()
             .collect();
-        let together: Vec<usize> = children
+        let failing: Vec<usize> = children
             .into_iter()
             .filter_map(|n| self.failing_rep(n, now))
+            .collect();
+        // Most of the zone must be down (counting nodes that failed earlier),
+        // so that two unrelated node failures in a small zone stay apart.
+        let majority = size == 0 || failing.len() * 2 > size;
+        let together: Vec<usize> = failing
+            .into_iter()
             .filter(|r| near(self.slot_data[*r].starts_at, onset))
             .collect();
-        if together.len() >= need {
+        if together.len() >= need && majority {
             self.ents[z as usize].inferred = Some(rep);
             for r in together {
                 self.union(rep, r, now, touched);
@@ -612,7 +648,10 @@ impl Correlator {
                 .get(&d.cluster)
                 .cloned()
                 .unwrap_or_default();
-            // The failing node whose trouble began closest to this alert's.
+            // The failing node whose trouble began closest to this alert's,
+            // and together with it: a node failing for another reason (a
+            // full disk) does not stop its exporter answering. Otherwise
+            // wait for the node to fail (KubeNodeNotReady fires later).
             let target = nodes
                 .into_iter()
                 .filter_map(|n| {
@@ -620,6 +659,7 @@ impl Correlator {
                     let since = self.slot_data[r].starts_at;
                     Some(((since - d.starts_at).num_seconds().abs(), n, r))
                 })
+                .filter(|(gap, _, _)| *gap <= SCRAPE_ONSET_SECS)
                 .min()
                 .map(|(_, n, r)| (n, r));
             match target {
