@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod baseline;
 pub mod cli;
+pub mod digest;
 pub mod eval;
 pub mod forecast;
 pub mod history;
