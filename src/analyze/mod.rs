@@ -17,7 +17,8 @@ pub mod service;
 pub mod stats;
 
 pub use forecast::{
-    forecast, Forecast, ForecastError, ForecastParams, ForecastPoint, Method, Seasonality,
+    forecast, CrossCheck, Forecast, ForecastError, ForecastParams, ForecastPoint, Method,
+    Seasonality,
 };
 pub use history::{HistoryConfig, HistoryEndpoint, HistoryError, PromClient};
 pub use series::{parse_csv, parse_input, parse_prom_response, Series};
