@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::anomaly;
 use super::baseline;
-use super::forecast::{forecast, predict_linear_crossing, CrossCheck, ForecastParams};
+pub use super::forecast::CrossCheck;
+use super::forecast::{forecast, predict_linear_crossing, ForecastParams};
 use super::stats::median;
 
 const STEP: i64 = 300;
