@@ -139,6 +139,8 @@ fn report_renders_html_with_a_chart_per_risk() {
     let text = std::fs::read_to_string(&html).unwrap();
     assert_eq!(text.matches("<svg").count(), 1);
     assert!(text.contains("node-3"));
+    // The at-risk node shows the MSTL cross-check beside the method.
+    assert_eq!(text.matches("MSTL+ETS").count(), 1, "{text}");
     let md = dir.path().join("report.md");
     let st = stormcast()
         .args([
