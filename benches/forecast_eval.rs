@@ -48,6 +48,33 @@ fn main() {
         row("  MSTL+AutoETS median", m);
         row("  stormcast (same cuts)", o);
     }
+    println!(
+        "stormcast interval coverage (true time inside the reported interval): {:.1}%",
+        100.0 * r.interval_coverage
+    );
+    if mstl_cases > 0 {
+        // --method both on the same subset: the MSTL cross-check on at-risk cuts.
+        let sub = &cases[..mstl_cases.min(cases.len())];
+        let t = std::time::Instant::now();
+        let env = eval::evaluate_method(sub, 86_400, 0, eval::CrossCheck::Envelope);
+        let t_env = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let both = eval::evaluate_method(sub, 86_400, 0, eval::CrossCheck::Both);
+        let t_both = t.elapsed().as_secs_f64();
+        println!(
+            "--method envelope vs both on the first {} series:",
+            sub.len()
+        );
+        row("  envelope", &env.stormcast);
+        row("  both (MSTL cross-check)", &both.stormcast);
+        println!(
+            "  interval coverage {:.1}% -> {:.1}%; time {:.2}s -> {:.2}s",
+            100.0 * env.interval_coverage,
+            100.0 * both.interval_coverage,
+            t_env,
+            t_both
+        );
+    }
     println!("forecast errors: {}", r.errors);
     let an = eval::generate_anomaly_set(seed, per_kind.max(10));
     for thr in [0.3, 0.5, 0.7] {

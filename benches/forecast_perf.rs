@@ -2,14 +2,16 @@
 //! 24 h horizon, on every core. Series are generated inside the workers so
 //! memory stays bounded by the number of workers; peak RSS is reported.
 //!
-//! `cargo bench --bench forecast_perf` (optionally `-- <series> <points>`).
+//! `cargo bench --bench forecast_perf` (optionally `-- <series> <points> <method>`,
+//! method `envelope` (default) or `both`: plus the MSTL cross-check on at-risk
+//! series, as `serve` runs it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use stormcast::analyze::{forecast, ForecastParams};
+use stormcast::analyze::{forecast, CrossCheck, ForecastParams};
 
 fn series(i: usize, n: usize) -> Vec<(i64, f64)> {
     let mut rng = StdRng::seed_from_u64(i as u64);
@@ -51,7 +53,16 @@ fn main() {
     let n_series: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let n_points: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2016);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let params = ForecastParams::default();
+    let both = args.get(2).map(String::as_str) == Some("both");
+    let params = ForecastParams {
+        cross_check: if both {
+            CrossCheck::Both
+        } else {
+            CrossCheck::Envelope
+        },
+        ..Default::default()
+    };
+    let cross_checked = AtomicUsize::new(0);
     let rss0 = peak_rss_kib();
 
     // Generation alone, to separate it from forecasting.
@@ -75,10 +86,14 @@ fn main() {
                 }
                 let pts = series(i, n_points);
                 match forecast(&pts, 100.0, &params) {
-                    Ok(f) if f.exhaustion_at.is_some() => {
-                        at_risk.fetch_add(1, Ordering::Relaxed);
+                    Ok(f) => {
+                        if f.exhaustion_at.is_some() {
+                            at_risk.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if f.mstl.is_some() {
+                            cross_checked.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Ok(_) => {}
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -89,7 +104,8 @@ fn main() {
     let total = start.elapsed().as_secs_f64();
     let forecast_only = total - gen_per_series * n_series as f64 / threads as f64;
     println!(
-        "forecast_perf: {n_series} series x {n_points} points, 24h horizon, {threads} threads"
+        "forecast_perf: {n_series} series x {n_points} points, 24h horizon, {threads} threads, method {}",
+        if both { "both" } else { "envelope" }
     );
     println!(
         "  wall {total:.2}s including generation ({:.2} ms/series generation); forecasting ~{forecast_only:.2}s = {:.0} series/s",
@@ -97,8 +113,9 @@ fn main() {
         n_series as f64 / forecast_only.max(1e-9)
     );
     println!(
-        "  at risk {} errors {}  peak RSS {} MiB (before: {} MiB)",
+        "  at risk {} MSTL cross-checks {} errors {}  peak RSS {} MiB (before: {} MiB)",
         at_risk.load(Ordering::Relaxed),
+        cross_checked.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
         peak_rss_kib().map_or(0, |k| k / 1024),
         rss0.map_or(0, |k| k / 1024),

@@ -203,6 +203,21 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         correlate_metrics,
         stop_rx.clone(),
     ));
+    let digest = cfg.report_digest.clone().map(|d| {
+        let task = crate::analyze::digest::DigestTask::new(
+            d,
+            cfg.server.external_url.as_deref(),
+            clock.now(),
+        );
+        tokio::spawn(crate::analyze::digest::run(
+            task,
+            engine.clone(),
+            store.clone(),
+            dispatcher.clone(),
+            wake.clone(),
+            stop_rx.clone(),
+        ))
+    });
 
     // On SIGTERM: stop accepting, let in-flight webhooks finish (each one is
     // journaled before it is acknowledged), then persist everything, all
@@ -257,6 +272,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .is_err()
     {
         forecaster.abort();
+    }
+    if let Some(mut d) = digest {
+        if tokio::time::timeout(Duration::from_secs(2), &mut d)
+            .await
+            .is_err()
+        {
+            d.abort();
+        }
     }
     // Whatever the last tick plans goes into the durable outbox: sent now if
     // the dispatcher still runs, otherwise by the next start.

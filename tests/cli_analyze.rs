@@ -139,6 +139,8 @@ fn report_renders_html_with_a_chart_per_risk() {
     let text = std::fs::read_to_string(&html).unwrap();
     assert_eq!(text.matches("<svg").count(), 1);
     assert!(text.contains("node-3"));
+    // The at-risk node shows the MSTL cross-check beside the method.
+    assert_eq!(text.matches("MSTL+ETS").count(), 1, "{text}");
     let md = dir.path().join("report.md");
     let st = stormcast()
         .args([
@@ -251,4 +253,53 @@ async fn forecast_from_prometheus_with_a_capacity_query() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("unexpected end of input"), "{err}");
+}
+
+#[test]
+fn forecast_method_controls_the_mstl_cross_check() {
+    let run = |method: &str| -> serde_json::Value {
+        let out = stormcast()
+            .args([
+                "forecast",
+                "--input",
+                &data("nodes_matrix.json"),
+                "--capacity",
+                "100",
+                "--output",
+                "json",
+                "--method",
+                method,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let both = run("both");
+    let series = both["series"].as_array().unwrap();
+    // Only the at-risk node gets the MSTL fit.
+    assert_eq!(series[0]["labels"]["instance"], "node-3");
+    assert!(
+        series[0]["mstl"]["samples"].as_u64().unwrap() >= 10,
+        "{}",
+        series[0]
+    );
+    for s in &series[1..] {
+        assert!(s.get("mstl").is_none(), "{s}");
+    }
+    let env = run("envelope");
+    let series_env = env["series"].as_array().unwrap();
+    assert!(series_env.iter().all(|s| s.get("mstl").is_none()));
+    assert_eq!(series_env[0]["exhaustion_at"], series[0]["exhaustion_at"]);
+    // mstl: every series is fitted.
+    let m = run("mstl");
+    assert!(m["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s.get("mstl").is_some()));
 }

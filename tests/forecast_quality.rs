@@ -38,3 +38,25 @@ fn anomaly_scores_find_injected_anomalies() {
     assert!(precision >= 0.75, "precision {precision}");
     assert!(recall >= 0.85, "recall {recall}");
 }
+
+#[test]
+fn the_mstl_cross_check_keeps_the_alarms_and_widens_the_intervals() {
+    use stormcast::analyze::CrossCheck;
+    let cases = eval::generate_set(7, 2);
+    let env = eval::evaluate_method(&cases, 86_400, 0, CrossCheck::Envelope);
+    let both = eval::evaluate_method(&cases, 86_400, 0, CrossCheck::Both);
+    eprintln!(
+        "envelope: {:?} coverage {:.3}\nboth: {:?} coverage {:.3}",
+        env.stormcast, env.interval_coverage, both.stormcast, both.interval_coverage
+    );
+    assert_eq!(both.errors, 0);
+    // Alarms and predicted times are the envelope's...
+    assert_eq!(
+        format!("{:?}", both.stormcast),
+        format!("{:?}", env.stormcast)
+    );
+    // ...and the merged interval covers the truth at least as often.
+    assert!(both.interval_coverage >= env.interval_coverage);
+    assert!(both.stormcast.recall() >= 0.9);
+    assert!(both.stormcast.false_alarm_rate() <= 0.05);
+}

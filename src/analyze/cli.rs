@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 
 use super::anomaly::{peer_outliers, score_series};
-use super::forecast::{ForecastParams, Seasonality};
+use super::forecast::{CrossCheck, ForecastParams, Seasonality};
 use super::history::PromClient;
 use super::report::{fmt_lead, fmt_num, Report, SeriesResult};
 use super::run::{forecast_many, match_capacity, Capacity};
@@ -47,6 +47,11 @@ pub struct SourceArgs {
     /// auto, daily, weekly or none.
     #[arg(long, default_value = "auto")]
     pub seasonality: String,
+    /// envelope: the envelope forecast only; both: plus an MSTL+AutoETS
+    /// cross-check on at-risk series (intervals merged); mstl: MSTL+AutoETS
+    /// on every series, its crossings as the headline.
+    #[arg(long, default_value = "both", value_parser = ["envelope", "both", "mstl"])]
+    pub method: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -98,9 +103,15 @@ fn params(a: &SourceArgs) -> anyhow::Result<ForecastParams> {
         "none" => Seasonality::None,
         o => bail!("--seasonality {o:?}: expected auto, daily, weekly or none"),
     };
+    let cross_check = match a.method.as_str() {
+        "envelope" => CrossCheck::Envelope,
+        "mstl" => CrossCheck::Mstl,
+        _ => CrossCheck::Both,
+    };
     Ok(ForecastParams {
         horizon_secs: horizon.as_std().as_secs() as i64,
         seasonality,
+        cross_check,
         ..Default::default()
     })
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::anomaly;
 use super::baseline;
+pub use super::forecast::CrossCheck;
 use super::forecast::{forecast, predict_linear_crossing, ForecastParams};
 use super::stats::median;
 
@@ -239,6 +240,10 @@ pub struct EvalReport {
     pub mstl_autoets: Option<(Scores, Scores)>,
     /// Cuts where stormcast returned an error.
     pub errors: usize,
+    /// Of the true exhaustions stormcast warned of, the fraction whose true
+    /// time lies inside its reported interval (`exhaustion_earliest` to
+    /// `exhaustion_latest`, or to the horizon's end when open).
+    pub interval_coverage: f64,
 }
 
 struct Acc {
@@ -286,10 +291,22 @@ pub fn evaluate(cases: &[Case], horizon_secs: i64) -> EvalReport {
 /// As [`evaluate`], also scoring augurs' MSTL+AutoETS on the first
 /// `mstl_cases` cases.
 pub fn evaluate_with(cases: &[Case], horizon_secs: i64, mstl_cases: usize) -> EvalReport {
+    evaluate_method(cases, horizon_secs, mstl_cases, CrossCheck::Envelope)
+}
+
+/// As [`evaluate_with`], with stormcast run as `--method cross_check`.
+pub fn evaluate_method(
+    cases: &[Case],
+    horizon_secs: i64,
+    mstl_cases: usize,
+    cross_check: CrossCheck,
+) -> EvalReport {
     let params = ForecastParams {
         horizon_secs,
+        cross_check,
         ..Default::default()
     };
+    let (mut covered, mut warned) = (0usize, 0usize);
     let mut ours = Acc::new();
     let mut base = Acc::new();
     let mut per: Vec<(Kind, Acc, Acc)> = Kind::ALL
@@ -307,7 +324,19 @@ pub fn evaluate_with(cases: &[Case], horizon_secs: i64, mstl_cases: usize) -> Ev
                 continue;
             }
             let pred = match forecast(&hist, c.capacity, &params) {
-                Ok(f) => f.exhaustion_at.map(|t| t.timestamp()),
+                Ok(f) => {
+                    if let (Some(te), Some(_)) = (truth, f.exhaustion_at) {
+                        warned += 1;
+                        let lo = f.exhaustion_earliest.map_or(i64::MIN, |t| t.timestamp());
+                        let hi = f
+                            .exhaustion_latest
+                            .map_or(now + horizon_secs, |t| t.timestamp());
+                        if (lo..=hi).contains(&te) {
+                            covered += 1;
+                        }
+                    }
+                    f.exhaustion_at.map(|t| t.timestamp())
+                }
                 Err(_) => {
                     errors += 1;
                     None
@@ -337,6 +366,7 @@ pub fn evaluate_with(cases: &[Case], horizon_secs: i64, mstl_cases: usize) -> Ev
             .collect(),
         mstl_autoets: (mstl_cases > 0).then(|| (mstl.finish(), mstl_ours.finish())),
         errors,
+        interval_coverage: ratio(covered, warned),
     }
 }
 

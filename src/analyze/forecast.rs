@@ -53,6 +53,25 @@ pub struct ForecastParams {
     pub seasonality: Seasonality,
     /// Most forecast points returned (the exhaustion search uses a finer grid).
     pub max_points: usize,
+    /// Whether and where augurs' MSTL+AutoETS also runs.
+    pub cross_check: CrossCheck,
+}
+
+/// Which forecasts run (`stormcast forecast --method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossCheck {
+    /// The envelope forecast only.
+    #[default]
+    Envelope,
+    /// The envelope forecast, plus MSTL+AutoETS on series the envelope finds
+    /// at risk (its upper band crosses capacity within the horizon). The
+    /// intervals are merged (earliest of the two earliest, latest of the two
+    /// latest); `exhaustion_at` and `confidence` stay the envelope's.
+    Both,
+    /// MSTL+AutoETS on every series; its crossings are the headline
+    /// (`exhaustion_at` from the median, the interval from the 95% band).
+    Mstl,
 }
 
 impl Default for ForecastParams {
@@ -61,6 +80,7 @@ impl Default for ForecastParams {
             horizon_secs: 86_400,
             seasonality: Seasonality::Auto,
             max_points: 97,
+            cross_check: CrossCheck::Envelope,
         }
     }
 }
@@ -115,6 +135,9 @@ pub struct Forecast {
     pub points: Vec<ForecastPoint>,
     /// What was done to the input, and caveats.
     pub notes: Vec<String>,
+    /// The MSTL+AutoETS cross-check, when it ran (see [`CrossCheck`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mstl: Option<super::baseline::MstlCheck>,
 }
 
 impl Forecast {
@@ -199,7 +222,14 @@ pub fn forecast(
             min_span_secs: MIN_SPAN_SECS,
         });
     }
-    Ok(forecast_clean(&pts, capacity, params, rep, notes))
+    let mut f = forecast_clean(&pts, capacity, params, rep, notes);
+    match params.cross_check {
+        CrossCheck::Envelope => {}
+        CrossCheck::Both if f.exhaustion_earliest.is_none() => {}
+        CrossCheck::Both => super::baseline::merge_cross_check(&pts, &mut f),
+        CrossCheck::Mstl => super::baseline::mstl_headline(&pts, &mut f),
+    }
+    Ok(f)
 }
 
 fn exhausted(
@@ -227,6 +257,7 @@ fn exhausted(
         regime_start: ts(start),
         points: Vec::new(),
         notes,
+        mstl: None,
     }
 }
 
@@ -387,6 +418,7 @@ fn forecast_clean(
         regime_start: ts(pts[model.regime_start].0),
         points,
         notes,
+        mstl: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod anomaly;
 pub mod baseline;
 pub mod cli;
+pub mod digest;
 pub mod eval;
 pub mod forecast;
 pub mod history;
@@ -16,7 +17,8 @@ pub mod service;
 pub mod stats;
 
 pub use forecast::{
-    forecast, Forecast, ForecastError, ForecastParams, ForecastPoint, Method, Seasonality,
+    forecast, CrossCheck, Forecast, ForecastError, ForecastParams, ForecastPoint, Method,
+    Seasonality,
 };
 pub use history::{HistoryConfig, HistoryEndpoint, HistoryError, PromClient};
 pub use series::{parse_csv, parse_input, parse_prom_response, Series};

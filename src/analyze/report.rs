@@ -115,7 +115,7 @@ impl Report {
                 (Some(f), _) => {
                     let _ = writeln!(
                         out,
-                        "| `{name}` | {} | {} | {} | {} | {} | {:.0}% | {:?} |",
+                        "| `{name}` | {} | {} | {} | {} | {} | {:.0}% | {} |",
                         fmt_num(f.current),
                         fmt_num(f.capacity),
                         f.exhaustion_at
@@ -123,7 +123,7 @@ impl Report {
                         s.lead_secs().map_or("—".into(), fmt_lead),
                         interval_text(f),
                         100.0 * f.confidence,
-                        f.method
+                        method_text(f)
                     );
                 }
                 (None, Some(e)) => {
@@ -158,7 +158,7 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}}td.n{{text-
                 (Some(f), _) => {
                     let _ = write!(
                         out,
-                        "<tr><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td class=n>{:.0}%</td><td>{:?}</td></tr>",
+                        "<tr><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td class=n>{:.0}%</td><td>{}</td></tr>",
                         esc(&s.name),
                         fmt_num(f.current),
                         fmt_num(f.capacity),
@@ -166,7 +166,7 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}}td.n{{text-
                         s.lead_secs().map_or("&mdash;".into(), fmt_lead),
                         esc(&interval_text(f)),
                         100.0 * f.confidence,
-                        f.method
+                        esc(&method_text(f))
                     );
                 }
                 (None, Some(e)) => {
@@ -218,6 +218,20 @@ fn interval_text(f: &Forecast) -> String {
         t(f.exhaustion_earliest, "—"),
         t(f.exhaustion_latest, "beyond horizon")
     )
+}
+
+/// The method, plus the MSTL+AutoETS cross-check's median crossing when it ran.
+pub fn method_text(f: &Forecast) -> String {
+    let m = format!("{:?}", f.method);
+    match &f.mstl {
+        Some(c) => format!(
+            "{m}; MSTL+ETS: {}",
+            c.exhaustion_at.map_or("no crossing".into(), |t| t
+                .format("%Y-%m-%d %H:%M")
+                .to_string())
+        ),
+        None => m,
+    }
 }
 
 pub fn fmt_lead(secs: i64) -> String {

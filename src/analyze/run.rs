@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::anomaly::score_series;
-use super::forecast::{forecast, ForecastParams};
+use super::forecast::{forecast, CrossCheck, ForecastParams};
 use super::history::{HistoryConfig, HistoryError, PromClient};
 use super::models::ModelDef;
 use super::report::{downsample, SeriesResult};
@@ -158,6 +158,7 @@ pub async fn evaluate_model(
     let params = ForecastParams {
         horizon_secs: model.horizon.as_std().as_secs() as i64,
         seasonality: model.seasonality,
+        cross_check: CrossCheck::Both,
         ..Default::default()
     };
     let name = model.name.clone();

@@ -112,7 +112,7 @@ impl StoredReport {
     }
 }
 
-fn store_report(store: &Store, report: &Report) {
+pub fn store_report(store: &Store, report: &Report) {
     // Only at-risk series keep their chart history.
     let stored = StoredReport {
         generated_at: report.generated_at,

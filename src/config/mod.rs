@@ -47,6 +47,8 @@ pub struct Config {
     pub history: crate::analyze::HistoryConfig,
     /// The dead-man's switch: each cluster's Watchdog heartbeat.
     pub heartbeat: crate::engine::HeartbeatConfig,
+    /// Scheduled forecast digest to one receiver (off when absent).
+    pub report_digest: Option<crate::analyze::digest::DigestConfig>,
 }
 
 /// One configuration problem, located by its key path (`sources[1].bearer_token`).
@@ -229,6 +231,10 @@ impl Config {
         crate::notify::validate_config(self, ctx, &mut errs);
         self.history.validate("history", ctx, &mut errs);
         self.heartbeat.validate("heartbeat", &mut errs);
+        if let Some(d) = &self.report_digest {
+            let receivers: Vec<&str> = self.receivers.iter().map(|r| r.name.as_str()).collect();
+            d.validate("report_digest", &receivers, &mut errs);
+        }
         errs
     }
 

@@ -143,15 +143,19 @@ pub fn payload(
     cfg: &DingtalkConfig,
     msgs: &[Message],
 ) -> Result<serde_json::Value, minijinja::Error> {
-    let tpl = cfg.text.as_deref().unwrap_or(render::DINGTALK);
     let mut parts = Vec::new();
     for m in msgs {
+        let tpl = render::pick(m, cfg.text.as_deref(), render::DINGTALK);
         parts.push(render::render(Escape::Dingtalk, tpl, m)?.trim().to_owned());
     }
     let title = if msgs.len() == 1 {
-        render::render(Escape::Text, render::EMAIL_SUBJECT, &msgs[0])?
-            .trim()
-            .to_owned()
+        render::render(
+            Escape::Text,
+            render::pick(&msgs[0], None, render::EMAIL_SUBJECT),
+            &msgs[0],
+        )?
+        .trim()
+        .to_owned()
     } else {
         format!("stormcast digest: {} incident messages", msgs.len())
     };

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 
-use super::notifier::{http_client, Links, Message, Notifier, SendResult};
+use super::notifier::{http_client, Digest, Links, Message, Notifier, SendResult};
 use super::outbox::{EntryState, Outbox, OutboxEntry};
 use super::{dingtalk, email, slack, webhook, Notification, NotificationStatus, ReceiverConfig};
 use crate::domain::{Incident, Timestamp};
@@ -261,6 +261,7 @@ impl Dispatcher {
                         notification: n.clone(),
                         incident: incident.clone(),
                         links: links.clone(),
+                        digest: None,
                     },
                 });
             }
@@ -268,6 +269,61 @@ impl Dispatcher {
         let n = self.outbox.push(entries)?;
         self.metrics.outbox_depth.set(self.outbox.depth() as i64);
         Ok(n)
+    }
+
+    /// Persists one digest message for every channel of `receiver`, keyed
+    /// `id/receiver/0/channel` so a digest slot is queued at most once.
+    /// Returns how many entries were added (0 when the receiver has no
+    /// channels or the digest was queued already).
+    pub fn enqueue_digest(
+        &self,
+        id: &str,
+        receiver: &str,
+        digest: Digest,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let Some(chans) = self.channels.get(receiver) else {
+            tracing::debug!(%receiver, "Digest receiver has no channels; nothing to send");
+            return Ok(0);
+        };
+        let n = Notification {
+            at: now,
+            incident: id.to_owned(),
+            receiver: receiver.to_owned(),
+            status: NotificationStatus::Firing,
+            kind: super::MessageKind::Digest,
+            seq: 0,
+            key: format!("{id}/{receiver}/0"),
+        };
+        let links = Links {
+            incident_url: digest.report_url.clone(),
+            ..Links::default()
+        };
+        let incident = Digest::placeholder_incident(id, now);
+        let entries = chans
+            .iter()
+            .map(|c| OutboxEntry {
+                id: 0,
+                key: format!("{}/{}", n.key, c.name),
+                channel: c.name.clone(),
+                state: EntryState::Pending,
+                attempts: 0,
+                created_at: now,
+                next_attempt: now,
+                delivered_at: None,
+                last_error: None,
+                last_reason: None,
+                message: Message {
+                    notification: n.clone(),
+                    incident: incident.clone(),
+                    links: links.clone(),
+                    digest: Some(digest.clone()),
+                },
+            })
+            .collect();
+        let added = self.outbox.push(entries)?;
+        self.metrics.outbox_depth.set(self.outbox.depth() as i64);
+        Ok(added)
     }
 
     fn channel(&self, name: &str) -> Option<&Channel> {

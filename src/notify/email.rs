@@ -236,19 +236,19 @@ fn sanitize(s: &str) -> String {
 pub fn build_mail(cfg: &EmailConfig, msg: &Message) -> Result<Mail, String> {
     let subject = render::render(
         Escape::Text,
-        cfg.subject.as_deref().unwrap_or(render::EMAIL_SUBJECT),
+        render::pick(msg, cfg.subject.as_deref(), render::EMAIL_SUBJECT),
         msg,
     )
     .map_err(|e| e.to_string())?;
     let text = render::render(
         Escape::Text,
-        cfg.text.as_deref().unwrap_or(render::EMAIL_TEXT),
+        render::pick(msg, cfg.text.as_deref(), render::EMAIL_TEXT),
         msg,
     )
     .map_err(|e| e.to_string())?;
     let html = render::render(
         Escape::Html,
-        cfg.html.as_deref().unwrap_or(render::EMAIL_HTML),
+        render::pick(msg, cfg.html.as_deref(), render::EMAIL_HTML),
         msg,
     )
     .map_err(|e| e.to_string())?;

@@ -174,6 +174,9 @@ pub enum MessageKind {
     Repeat,
     /// The incident ended.
     Resolved,
+    /// A scheduled summary not tied to an incident (the forecast digest);
+    /// the message carries a [`notifier::Digest`].
+    Digest,
 }
 
 impl MessageKind {
@@ -183,6 +186,7 @@ impl MessageKind {
             MessageKind::Update => "update",
             MessageKind::Repeat => "repeat",
             MessageKind::Resolved => "resolved",
+            MessageKind::Digest => "digest",
         }
     }
 }

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::Notification;
-use crate::domain::Incident;
+use crate::domain::{Incident, Timestamp};
 
 /// Everything a channel needs to render one message, captured when the
 /// message was planned (so a retry after a restart renders the same text).
@@ -20,6 +20,76 @@ pub struct Message {
     /// Links that belong with it.
     #[serde(default)]
     pub links: Links,
+    /// The content of a [`MessageKind::Digest`](super::MessageKind::Digest)
+    /// message; `incident` is then a placeholder naming the digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+/// A scheduled summary of the forecasting report: the resources predicted to
+/// run out soonest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Headline, e.g. `stormcast forecast: 3 resources at risk`.
+    pub title: String,
+    /// When the summarised report was computed.
+    pub report_at: Timestamp,
+    /// How many resources are at risk in the report (items may be fewer).
+    pub at_risk: usize,
+    /// The full report (`{server.external_url}/api/v1/report`), when known.
+    pub report_url: Option<String>,
+    /// Soonest exhaustion first.
+    pub items: Vec<DigestItem>,
+}
+
+/// One at-risk resource in a digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestItem {
+    /// The series, e.g. `node_filesystem… {instance="n1"}`.
+    pub name: String,
+    pub model: Option<String>,
+    pub cluster: Option<String>,
+    pub exhaustion_at: Timestamp,
+    /// Human lead time from the report, e.g. `5h 10m`.
+    pub lead: String,
+    /// Probability of exhaustion within the horizon, in [0, 1].
+    pub confidence: f64,
+    pub current: String,
+    pub capacity: String,
+    /// Current usage over capacity, in percent.
+    pub utilisation_pct: f64,
+}
+
+impl Digest {
+    /// The incident a digest message carries in place of a real one, so the
+    /// outbox, keys and threading treat it like any other message.
+    pub fn placeholder_incident(id: &str, at: Timestamp) -> Incident {
+        use crate::domain::{Entity, EntityKind, Labels, RootCause};
+        Incident {
+            id: id.to_owned(),
+            opened_at: at,
+            updated_at: at,
+            resolved_at: None,
+            root_cause: RootCause {
+                fingerprint: None,
+                labels: Labels::new(),
+                entity: Entity {
+                    kind: EntityKind::Resource,
+                    name: "forecast report".to_owned(),
+                    cluster: None,
+                    namespace: None,
+                },
+                explanation: String::new(),
+                score: 0.0,
+            },
+            candidates: Vec::new(),
+            alerts: Vec::new(),
+            clusters: Vec::new(),
+            severity: String::new(),
+            predictive: true,
+            storm: false,
+        }
+    }
 }
 
 /// Where readers can look further.

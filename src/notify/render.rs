@@ -22,6 +22,32 @@ pub const EMAIL_TEXT: &str = include_str!("templates/email.txt.j2");
 pub const EMAIL_HTML: &str = include_str!("templates/email.html.j2");
 pub const SLACK: &str = include_str!("templates/slack.j2");
 pub const DINGTALK: &str = include_str!("templates/dingtalk.md.j2");
+pub const DIGEST_SUBJECT: &str = include_str!("templates/digest.subject.j2");
+pub const DIGEST_TEXT: &str = include_str!("templates/digest.txt.j2");
+pub const DIGEST_HTML: &str = include_str!("templates/digest.html.j2");
+pub const DIGEST_SLACK: &str = include_str!("templates/digest.slack.j2");
+pub const DIGEST_DINGTALK: &str = include_str!("templates/digest.dingtalk.md.j2");
+
+/// The template for one part of `msg`: a channel's own template or the
+/// shipped `default` for incident messages; for a digest message always the
+/// shipped digest counterpart of `default` (channel templates describe
+/// incidents).
+pub fn pick<'a>(msg: &Message, custom: Option<&'a str>, default: &'static str) -> &'a str {
+    if msg.digest.is_none() {
+        return custom.unwrap_or(default);
+    }
+    if default == EMAIL_SUBJECT {
+        DIGEST_SUBJECT
+    } else if default == EMAIL_HTML {
+        DIGEST_HTML
+    } else if default == SLACK {
+        DIGEST_SLACK
+    } else if default == DINGTALK {
+        DIGEST_DINGTALK
+    } else {
+        DIGEST_TEXT
+    }
+}
 
 /// How values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +192,8 @@ struct Ctx<'a> {
     top_alerts: Vec<AlertLine>,
     timeline: Vec<TimelineItem>,
     links: &'a super::notifier::Links,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a super::notifier::Digest>,
 }
 
 /// How many member alerts a message lists.
@@ -297,6 +325,7 @@ fn context(msg: &Message) -> Ctx<'_> {
         top_alerts,
         timeline,
         links: &msg.links,
+        digest: msg.digest.as_ref(),
     }
 }
 

@@ -94,17 +94,25 @@ impl Slack {
 pub fn payload(cfg: &SlackConfig, msg: &Message) -> Result<serde_json::Value, minijinja::Error> {
     let body = render::render(
         Escape::Slack,
-        cfg.text.as_deref().unwrap_or(render::SLACK),
+        render::pick(msg, cfg.text.as_deref(), render::SLACK),
         msg,
     )?;
-    let title = render::render(Escape::Text, render::EMAIL_SUBJECT, msg)?;
+    let title = render::render(
+        Escape::Text,
+        render::pick(msg, None, render::EMAIL_SUBJECT),
+        msg,
+    )?;
     let title: String = title.trim().chars().take(150).collect();
     let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": title}})];
     for chunk in chunks(body.trim(), 3000).into_iter().take(45) {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": chunk}}));
     }
     blocks.push(json!({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": format!("stormcast incident `{}`", msg.incident.id)}
+        {"type": "mrkdwn", "text": if msg.digest.is_some() {
+            format!("stormcast forecast digest `{}`", msg.incident.id)
+        } else {
+            format!("stormcast incident `{}`", msg.incident.id)
+        }}
     ]}));
     let mut v = json!({
         "text": render::escape(Escape::Slack, &title),

@@ -89,7 +89,7 @@ impl Webhook {
 
 /// The JSON body.
 pub fn payload(msg: &Message) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "version": "1",
         "key": msg.notification.key,
         "receiver": msg.notification.receiver,
@@ -98,7 +98,11 @@ pub fn payload(msg: &Message) -> serde_json::Value {
         "seq": msg.notification.seq,
         "incident": msg.incident,
         "links": msg.links,
-    })
+    });
+    if let Some(d) = &msg.digest {
+        v["digest"] = json!(d);
+    }
+    v
 }
 
 impl Notifier for Webhook {

@@ -80,6 +80,7 @@ pub fn message(inc: &Incident, receiver: &str, kind: MessageKind, seq: u32) -> M
             sources: vec!["https://am.prod-1.example".to_owned()],
             generators: Default::default(),
         },
+        digest: None,
     }
 }
 
