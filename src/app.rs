@@ -322,11 +322,7 @@ fn recover_journal(engine: &mut Engine, store: &Store, cfg: &Config) -> anyhow::
     let mut last = applied;
     for item in store.journal_after(applied) {
         let (seq, entry) = item?;
-        let cluster = cfg
-            .sources
-            .iter()
-            .find(|s| s.name == entry.source)
-            .and_then(|s| s.cluster.as_deref());
+        let cluster = cfg.source_cluster(&entry.source);
         match parse_delivery(
             &entry.body,
             entry.received_at,
@@ -586,11 +582,7 @@ pub fn replay_text(
         advance(&mut engine, &clock, l.at, &mut notifications);
         clock.set(l.at);
         let source = l.source.as_deref().unwrap_or("replay");
-        let cluster = cfg
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .and_then(|s| s.cluster.as_deref());
+        let cluster = cfg.source_cluster(source);
         match parse_delivery(
             l.payload.get().as_bytes(),
             l.at,

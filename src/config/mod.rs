@@ -238,6 +238,14 @@ impl Config {
         errs
     }
 
+    /// The cluster configured for a source, for alerts without a `cluster` label.
+    pub fn source_cluster(&self, source: &str) -> Option<&str> {
+        self.sources
+            .iter()
+            .find(|s| s.name == source)
+            .and_then(|s| s.cluster.as_deref())
+    }
+
     pub fn rules_dir(&self, ctx: &ValidateCtx) -> PathBuf {
         ctx.resolve_path(self.rules_dir.as_deref().unwrap_or(Path::new("rules")))
     }

@@ -246,24 +246,17 @@ impl Dispatcher {
                 if n.status == NotificationStatus::Resolved && !c.notifier.send_resolved() {
                     continue;
                 }
-                entries.push(OutboxEntry {
-                    id: 0,
-                    key: format!("{}/{}", n.key, c.name),
-                    channel: c.name.clone(),
-                    state: EntryState::Pending,
-                    attempts: 0,
-                    created_at: now,
-                    next_attempt: now,
-                    delivered_at: None,
-                    last_error: None,
-                    last_reason: None,
-                    message: Message {
+                entries.push(OutboxEntry::pending(
+                    &n.key,
+                    &c.name,
+                    Message {
                         notification: n.clone(),
                         incident: incident.clone(),
                         links: links.clone(),
                         digest: None,
                     },
-                });
+                    now,
+                ));
             }
         }
         let n = self.outbox.push(entries)?;
@@ -302,23 +295,18 @@ impl Dispatcher {
         let incident = Digest::placeholder_incident(id, now);
         let entries = chans
             .iter()
-            .map(|c| OutboxEntry {
-                id: 0,
-                key: format!("{}/{}", n.key, c.name),
-                channel: c.name.clone(),
-                state: EntryState::Pending,
-                attempts: 0,
-                created_at: now,
-                next_attempt: now,
-                delivered_at: None,
-                last_error: None,
-                last_reason: None,
-                message: Message {
-                    notification: n.clone(),
-                    incident: incident.clone(),
-                    links: links.clone(),
-                    digest: Some(digest.clone()),
-                },
+            .map(|c| {
+                OutboxEntry::pending(
+                    &n.key,
+                    &c.name,
+                    Message {
+                        notification: n.clone(),
+                        incident: incident.clone(),
+                        links: links.clone(),
+                        digest: Some(digest.clone()),
+                    },
+                    now,
+                )
             })
             .collect();
         let added = self.outbox.push(entries)?;

@@ -49,6 +49,25 @@ pub struct OutboxEntry {
     pub message: Message,
 }
 
+impl OutboxEntry {
+    /// A new entry for `channel`, due now; the outbox assigns its id on push.
+    pub fn pending(key_base: &str, channel: &str, message: Message, now: Timestamp) -> Self {
+        OutboxEntry {
+            id: 0,
+            key: format!("{key_base}/{channel}"),
+            channel: channel.to_owned(),
+            state: EntryState::Pending,
+            attempts: 0,
+            created_at: now,
+            next_attempt: now,
+            delivered_at: None,
+            last_error: None,
+            last_reason: None,
+            message,
+        }
+    }
+}
+
 /// How many delivered entries are kept for the API and duplicate checks.
 pub const KEEP_DELIVERED: usize = 10_000;
 
