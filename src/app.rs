@@ -339,6 +339,7 @@ fn recover_journal(engine: &mut Engine, store: &Store, cfg: &Config) -> anyhow::
         last = seq;
     }
     if last > applied {
+        engine.checkpoint()?;
         store.set_applied(last)?;
         store.flush()?;
     }

@@ -63,7 +63,8 @@ fn populate(path: &Path) -> (Vec<String>, Vec<String>) {
     )
     .unwrap();
     engine.apply(&d);
-    store.mark_applied(seq).unwrap();
+    store.mark_applied(seq);
+    engine.checkpoint().unwrap();
     store.tree("outbox").unwrap().insert(b"k1", b"v1").unwrap();
     store.flush().unwrap();
     let mut alerts: Vec<String> = store

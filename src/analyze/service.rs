@@ -278,9 +278,7 @@ pub async fn apply_alerts(
         };
         engine.lock().expect("engine lock").apply(&d);
         if let Some(seq) = seq {
-            if let Err(e) = store.mark_applied(seq) {
-                tracing::error!(error = %e, "Cannot record applied watermark");
-            }
+            store.mark_applied(seq);
         }
     }
 }

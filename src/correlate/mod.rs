@@ -208,6 +208,18 @@ pub struct Correlator {
     fleet_rate: Rate,
     /// Clusters that were in storm mode at some point.
     ever_storm: std::collections::BTreeSet<String>,
+    staged: Staged,
+}
+
+/// Observations staged since the last [`Correlator::finish`].
+#[derive(Debug, Default)]
+struct Staged {
+    /// Opened events and member updates, in staging order.
+    events: Vec<IncidentEvent>,
+    /// Incidents to rank; `\u{0}`-prefixed ids were merged away.
+    touched: Vec<String>,
+    /// Each touched incident as it was before the first staged alert.
+    before: HashMap<String, (Option<Entity>, usize, u8)>,
 }
 
 /// What ranking found for one incident.
@@ -790,12 +802,21 @@ impl Correlator {
         transition: Transition,
         now: Timestamp,
     ) -> Vec<IncidentEvent> {
+        self.stage(alert, transition, now);
+        self.finish()
+    }
+
+    /// Groups one alert without ranking yet: a delivery carries up to
+    /// hundreds of alerts for the same incidents, so the engine stages them
+    /// all and calls [`finish`](Self::finish) once, which ranks each touched
+    /// incident once. Ranking is linear in an incident's size; per alert it
+    /// would make a large storm quadratic.
+    pub fn stage(&mut self, alert: &AlertState, transition: Transition, now: Timestamp) {
         if !transition.is_change() {
-            return Vec::new();
+            return;
         }
         let member = Self::member(alert);
         let mut touched: Vec<String> = Vec::new();
-        let mut before: HashMap<String, (Option<Entity>, usize, u8)> = HashMap::new();
         if let Some((id, s)) = self.by_alert.get(&alert.id).cloned() {
             if let Some(open) = self.open.get_mut(&id) {
                 let inc = &mut open.incident;
@@ -828,18 +849,18 @@ impl Correlator {
                 } else {
                     Change::Members
                 };
-                return vec![IncidentEvent::Updated { id, change }];
+                self.staged.events.push(IncidentEvent::Updated { id, change });
+                return;
             }
         }
         let storm = self.count_arrival(alert.cluster.as_str(), now);
         let s = self.new_slot(alert);
         self.link(s, now, &mut touched);
         let root = self.find(s);
-        let mut events = Vec::new();
         let id = match self.comp_inc.get(&root).cloned() {
             Some(id) => {
                 let open = self.open.get_mut(&id).expect("component incident is open");
-                before.entry(id.clone()).or_insert_with(|| {
+                self.staged.before.entry(id.clone()).or_insert_with(|| {
                     (
                         Some(open.incident.root_cause.entity.clone()),
                         open.incident.clusters.len(),
@@ -889,15 +910,26 @@ impl Correlator {
                     },
                 );
                 self.comp_inc.insert(root, id.clone());
-                events.push(IncidentEvent::Opened { id: id.clone() });
-                before.insert(id.clone(), (None, 0, 0));
+                self.staged.events.push(IncidentEvent::Opened { id: id.clone() });
+                self.staged.before.insert(id.clone(), (None, 0, 0));
                 id
             }
         };
         self.by_alert.insert(alert.id, (id.clone(), s));
-        // Rank every incident this alert touched.
+        self.staged.touched.extend(touched);
+        self.staged.touched.push(id);
+    }
+
+    /// Ranks every incident staged alerts touched and returns the events, in
+    /// the order the alerts were staged.
+    pub fn finish(&mut self) -> Vec<IncidentEvent> {
+        let Staged {
+            mut events,
+            touched,
+            before,
+        } = std::mem::take(&mut self.staged);
         let mut seen = HashSet::new();
-        for t in touched.iter().chain(std::iter::once(&id)) {
+        for t in &touched {
             if let Some(gone) = t.strip_prefix('\u{0}') {
                 if seen.insert(t.clone()) {
                     events.push(IncidentEvent::Resolved {

@@ -9,7 +9,7 @@
 mod clock;
 pub mod heartbeat;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,13 @@ fn transition_name(t: Transition) -> &'static str {
     }
 }
 
+/// What one [`Engine::checkpoint`] wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub alerts: usize,
+    pub incidents: usize,
+}
+
 /// Totals since the engine started (or since replay began).
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -146,6 +153,9 @@ pub struct Engine {
     stats: EngineStats,
     planned: Vec<Notification>,
     heartbeat: Heartbeat,
+    /// Alert identities and incidents changed since the last checkpoint.
+    dirty_alerts: HashSet<Fingerprint>,
+    dirty_incidents: HashSet<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -154,6 +164,14 @@ impl std::fmt::Debug for Engine {
             .field("alerts", &self.alerts.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "Final checkpoint failed; the journal still holds every delivery");
+        }
     }
 }
 
@@ -169,6 +187,8 @@ impl Engine {
             stats: EngineStats::default(),
             planned: Vec::new(),
             heartbeat: Heartbeat::disabled(),
+            dirty_alerts: HashSet::new(),
+            dirty_incidents: HashSet::new(),
         }
     }
 
@@ -196,7 +216,8 @@ impl Engine {
         self.heartbeat.suspend();
     }
 
-    /// Persists every change to `store`.
+    /// Persists every change to `store`: at each [`checkpoint`](Self::checkpoint),
+    /// which [`tick`](Self::tick) takes, and when the engine is dropped.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
@@ -335,19 +356,18 @@ impl Engine {
                     }
                 }
             }
-            // Re-deliveries bump counters too, so every observation is persisted
-            // (a restart recovers state exactly); only changes reach correlation.
-            if let Some(store) = &self.store {
-                if let Err(e) = store.put_alert(state) {
-                    tracing::error!(error = %e, alert = %id, "Cannot persist alert state");
-                }
+            // Re-deliveries bump counters too, so every observation marks the
+            // state for the next checkpoint; only changes reach correlation.
+            if self.store.is_some() {
+                self.dirty_alerts.insert(id);
             }
             // The heartbeat proves the pipeline works; it is never an incident.
             if transition.is_change() && !self.heartbeat.is_heartbeat(&state.labels) {
-                let events = self.correlator.observe(state, transition, now);
-                self.handle_events(events, now);
+                self.correlator.stage(state, transition, now);
             }
         }
+        let events = self.correlator.finish();
+        self.handle_events(events, now);
         self.update_gauges();
         outcome
     }
@@ -365,6 +385,53 @@ impl Engine {
         let due = self.planner.tick(now);
         self.planned.extend(due);
         self.update_gauges();
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "Checkpoint failed; the journal still holds every delivery");
+        }
+    }
+
+    /// Writes every alert state and incident changed since the last
+    /// checkpoint, then moves the store's applied watermark up to the journal
+    /// entries whose effects they hold.
+    ///
+    /// The journal is the durable record of every acknowledged delivery, so
+    /// state need not reach disk per observation: after a crash, start-up
+    /// loads the last checkpoint and re-applies the journal past its
+    /// watermark (re-applying a delivery is harmless). sled recovers a prefix
+    /// of its writes, so a watermark on disk implies the state written before it.
+    pub fn checkpoint(&mut self) -> Result<Checkpointed, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(Checkpointed::default());
+        };
+        // Taken first: every entry marked applied by now is in the state below.
+        let watermark = store.applied_watermark();
+        let mut done = Checkpointed::default();
+        if !self.dirty_alerts.is_empty() {
+            let mut batch = sled::Batch::default();
+            for id in self.dirty_alerts.drain() {
+                if let Some(a) = self.alerts.get(&id) {
+                    batch.insert(&id.to_bytes(), crate::store::encode_alert(a));
+                    done.alerts += 1;
+                }
+            }
+            store.apply_alerts(batch)?;
+        }
+        if !self.dirty_incidents.is_empty() {
+            let mut batch = sled::Batch::default();
+            for id in self.dirty_incidents.drain() {
+                if let Some(i) = self.correlator.incident(&id) {
+                    batch.insert(id.as_bytes(), crate::store::encode_incident(i));
+                    done.incidents += 1;
+                }
+            }
+            store.apply_incidents(batch)?;
+        }
+        if let Some(w) = watermark {
+            if w > store.applied()? {
+                store.set_applied(w)?;
+            }
+        }
+        Ok(done)
     }
 
     /// The earliest time [`tick`](Self::tick) has work to do.
@@ -384,10 +451,8 @@ impl Engine {
             let Some(incident) = self.correlator.incident(ev.id()) else {
                 continue;
             };
-            if let Some(store) = &self.store {
-                if let Err(e) = store.put_incident(incident) {
-                    tracing::error!(error = %e, incident = %incident.id, "Cannot persist incident");
-                }
+            if self.store.is_some() {
+                self.dirty_incidents.insert(incident.id.clone());
             }
             if matches!(ev, IncidentEvent::Resolved { .. })
                 && self.correlator.merged_into(ev.id()).is_some()

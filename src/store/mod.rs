@@ -10,6 +10,7 @@ pub mod backup;
 mod journal;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,22 @@ pub struct Store {
     incidents: sled::Tree,
     flush_tx: Option<mpsc::UnboundedSender<FlushWaiter>>,
     inflight: std::sync::Arc<std::sync::Mutex<Inflight>>,
+    journal_count: std::sync::Arc<JournalCount>,
+}
+
+/// The number of journal entries, kept without scanning the tree (sled's `len`
+/// reads every entry). The entries present at open are counted by the first
+/// compaction pass, which walks them anyway; appends and removals since are
+/// tracked as they happen.
+#[derive(Debug, Default)]
+struct JournalCount {
+    /// The last sequence number present when the store was opened.
+    last_at_open: u64,
+    /// Entries up to `last_at_open` left after the first compaction pass.
+    base: AtomicI64,
+    counted: AtomicBool,
+    /// Appends minus removals since open.
+    delta: AtomicI64,
 }
 
 /// Journal entries written but not yet applied by the engine. The applied
@@ -165,8 +182,19 @@ impl Store {
             h.spawn(group_flusher(db.clone(), rx));
             tx
         });
+        let journal = db.open_tree("journal")?;
+        let last_at_open = match journal.last()? {
+            Some((k, _)) => decode_u64(&k, "journal")?,
+            None => 0,
+        };
         Ok(Store {
-            journal: db.open_tree("journal")?,
+            journal_count: std::sync::Arc::new(JournalCount {
+                last_at_open,
+                // An empty journal needs no counting pass.
+                counted: AtomicBool::new(last_at_open == 0),
+                ..Default::default()
+            }),
+            journal,
             alerts: db.open_tree("alerts")?,
             incidents: db.open_tree("incidents")?,
             meta,
@@ -206,6 +234,9 @@ impl Store {
             seq
         };
         let written = self.journal.insert(seq.to_be_bytes(), entry.encode());
+        if matches!(written, Ok(None)) {
+            self.journal_count.delta.fetch_add(1, Ordering::Relaxed);
+        }
         let result = match written {
             Ok(_) => self.durable().await,
             Err(e) => Err(e.into()),
@@ -223,22 +254,25 @@ impl Store {
         Ok((seq, started.elapsed()))
     }
 
-    /// Records that the engine applied journal entry `seq`, and advances the
-    /// applied watermark as far as every earlier entry allows.
-    pub fn mark_applied(&self, seq: u64) -> Result<(), StoreError> {
-        let watermark = {
-            let mut inflight = self.inflight.lock().expect("inflight lock");
-            inflight.pending.remove(&seq);
-            inflight.max_done = inflight.max_done.max(seq);
-            match inflight.pending.first() {
-                Some(p) => p.saturating_sub(1),
-                None => inflight.max_done,
-            }
+    /// Records that the engine applied journal entry `seq`. Nothing is written:
+    /// the applied watermark moves on disk at the engine's next checkpoint,
+    /// together with the state that reflects the entry
+    /// ([`applied_watermark`](Self::applied_watermark)).
+    pub fn mark_applied(&self, seq: u64) {
+        let mut inflight = self.inflight.lock().expect("inflight lock");
+        inflight.pending.remove(&seq);
+        inflight.max_done = inflight.max_done.max(seq);
+    }
+
+    /// The highest sequence number such that it and every earlier entry were
+    /// marked applied in this process, or `None` before the first mark.
+    pub fn applied_watermark(&self) -> Option<u64> {
+        let inflight = self.inflight.lock().expect("inflight lock");
+        let w = match inflight.pending.first() {
+            Some(p) => p.saturating_sub(1).min(inflight.max_done),
+            None => inflight.max_done,
         };
-        if watermark > self.applied()? {
-            self.set_applied(watermark)?;
-        }
-        Ok(())
+        (w > 0).then_some(w)
     }
 
     /// Waits until everything written before this call is on disk.
@@ -334,8 +368,20 @@ impl Store {
         Ok(n)
     }
 
+    /// Counts journal entries by reading them all: for tools and tests. The
+    /// service uses [`journal_entries`](Self::journal_entries).
     pub fn journal_len(&self) -> usize {
         self.journal.len()
+    }
+
+    /// Journal entries without a scan; `None` until the first compaction pass
+    /// after open has counted the entries that were there.
+    pub fn journal_entries(&self) -> Option<u64> {
+        let c = &self.journal_count;
+        c.counted.load(Ordering::Acquire).then(|| {
+            let n = c.base.load(Ordering::Relaxed) + c.delta.load(Ordering::Relaxed);
+            n.max(0) as u64
+        })
     }
 
     /// The last journal sequence whose effects are in the alert state.
@@ -351,8 +397,19 @@ impl Store {
     }
 
     pub fn put_alert(&self, a: &AlertState) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(a).expect("alert state serialises");
-        self.alerts.insert(a.id.to_bytes(), v)?;
+        self.alerts.insert(a.id.to_bytes(), encode_alert(a))?;
+        Ok(())
+    }
+
+    /// Writes a batch of alert states (keys and values as [`encode_alert`]).
+    pub fn apply_alerts(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.alerts.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Writes a batch of incidents (keys are ids, values as [`encode_incident`]).
+    pub fn apply_incidents(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.incidents.apply_batch(batch)?;
         Ok(())
     }
 
@@ -375,8 +432,7 @@ impl Store {
     }
 
     pub fn put_incident(&self, i: &Incident) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(i).expect("incident serialises");
-        self.incidents.insert(i.id.as_bytes(), v)?;
+        self.incidents.insert(i.id.as_bytes(), encode_incident(i))?;
         Ok(())
     }
 
@@ -398,19 +454,34 @@ impl Store {
         let mut out = Compacted::default();
         let applied = self.applied()?;
         let journal_cutoff = now - cfg.journal_retention.as_chrono();
+        let count = &self.journal_count;
+        // The first pass walks every entry present at open to count it; later
+        // passes stop at the first entry they keep.
+        let counting = !count.counted.load(Ordering::Acquire);
+        let mut kept_at_open = 0i64;
         for r in self.journal.iter() {
             let (k, v) = r?;
             let seq = decode_u64(&k, "journal")?;
-            if seq > applied {
+            if counting && seq > count.last_at_open {
                 break;
             }
-            match JournalEntry::decode_time(&v) {
-                Some(at) if at >= journal_cutoff => break,
-                _ => {
-                    self.journal.remove(k)?;
-                    out.journal += 1;
+            let removable = seq <= applied
+                && !JournalEntry::decode_time(&v).is_some_and(|at| at >= journal_cutoff);
+            if removable {
+                self.journal.remove(k)?;
+                out.journal += 1;
+                if !counting {
+                    count.delta.fetch_sub(1, Ordering::Relaxed);
                 }
+            } else if counting {
+                kept_at_open += 1;
+            } else {
+                break;
             }
+        }
+        if counting {
+            count.base.store(kept_at_open, Ordering::Relaxed);
+            count.counted.store(true, Ordering::Release);
         }
         let cutoff = now - cfg.retention.as_chrono();
         for r in self.alerts.iter() {
@@ -525,6 +596,16 @@ async fn group_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<FlushWaiter
             let _ = w.send(result.clone());
         }
     }
+}
+
+/// The stored form of an alert state.
+pub fn encode_alert(a: &AlertState) -> Vec<u8> {
+    serde_json::to_vec(a).expect("alert state serialises")
+}
+
+/// The stored form of an incident.
+pub fn encode_incident(i: &Incident) -> Vec<u8> {
+    serde_json::to_vec(i).expect("incident serialises")
 }
 
 fn decode_u32(v: &[u8], tree: &'static str) -> Result<u32, StoreError> {
