@@ -209,7 +209,8 @@ impl Config {
     /// error rather than stopping at the first.
     pub fn validate(&mut self, ctx: &ValidateCtx) -> ConfigErrors {
         let mut errs = ConfigErrors::default();
-        self.server.validate("server", &mut errs);
+        let api_token_given = self.server.api_token_given();
+        self.server.validate("server", ctx, &mut errs);
         self.store.validate("store", &mut errs);
         self.ingest.validate("ingest", &mut errs);
         crate::ingest::validate_sources(&mut self.sources, ctx, &mut errs);
@@ -223,6 +224,17 @@ impl Config {
                 format!(
                     "{} is not a loopback address and no sources with credentials are configured; \
                      add sources or set server.allow_unauthenticated: true",
+                    self.server.listen
+                ),
+            );
+        }
+        if !self.server.is_loopback() && !api_token_given && !self.server.allow_unauthenticated {
+            errs.push(
+                "server.api_token",
+                format!(
+                    "{} is not a loopback address and no API token is set, so anyone who reaches it \
+                     could create silences and acknowledge incidents; set server.api_token \
+                     (or _file/_env) or server.allow_unauthenticated: true",
                     self.server.listen
                 ),
             );
