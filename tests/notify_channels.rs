@@ -399,3 +399,54 @@ async fn webhook_carries_the_idempotency_key_and_hides_its_token() {
     let r = format!("{:?}", dead.send(std::slice::from_ref(&msg)).await);
     assert!(r.contains("connect") && !r.contains("w3bt0ken"), "{r}");
 }
+
+#[tokio::test]
+async fn dingtalk_digests_merge_only_what_fits_in_one_request() {
+    use stormcast::notify::dispatch::{Dispatcher, NotifyMetrics, RetryPolicy};
+
+    let st: StandIn = Arc::default();
+    let base = stand_in(st.clone()).await;
+    let robot = robot(&format!("{base}/robot/send?access_token=t"), None);
+    let store = stormcast::store::Store::temporary().unwrap();
+    let outbox = stormcast::notify::outbox::Outbox::open(&store).unwrap();
+    let d = Dispatcher::new(
+        outbox.clone(),
+        vec![("ops".into(), "ops/dingtalk[0]".into(), Arc::new(robot))],
+        RetryPolicy::default(), // a backlog of 4 is merged
+        NotifyMetrics::default(),
+        None,
+    );
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut big = big_incident(45);
+    big.id = "inc-big".into();
+    let small = |id: &str| incident(id, t0, &[("alertname", "KubePodNotReady")], &["c1"]);
+    for inc in [small("inc-a"), small("inc-b"), big, small("inc-c")] {
+        let m = message(&inc, "ops", MessageKind::First, 0);
+        d.enqueue(&[m.notification], t0, |_| {
+            Some((inc.clone(), m.links.clone()))
+        })
+        .unwrap();
+    }
+    let r = d.step(t0).await.unwrap();
+    assert_eq!((r.attempts, r.delivered), (5, 4));
+    let s = st.lock().unwrap();
+    let texts: Vec<&str> = s
+        .received
+        .iter()
+        .map(|r| r.body["markdown"]["text"].as_str().unwrap())
+        .collect();
+    // The two small messages before the big one merge; the big one cannot
+    // join a digest, so it goes out alone in three parts; then the rest.
+    assert!(
+        texts[0].starts_with("### stormcast digest: 2 messages"),
+        "{}",
+        &texts[0][..60]
+    );
+    for (i, text) in texts[1..4].iter().enumerate() {
+        assert!(text.starts_with(&format!("**({}/3)**", i + 1)), "{i}");
+    }
+    assert!(!texts[4].contains("digest") && texts[4].contains("KubePodNotReady"));
+    for r in &s.received {
+        assert!(serde_json::to_vec(&r.body).unwrap().len() < 20_000);
+    }
+}

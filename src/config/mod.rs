@@ -348,6 +348,22 @@ mod tests {
     }
 
     #[test]
+    fn the_api_token_is_resolved_in_place_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cr3t-api-token-0123456789\n").unwrap();
+        let mut c: Config = parse_yaml("server:\n  api_token_file: tok\n").unwrap();
+        let errs = c.validate(&ValidateCtx {
+            base_dir: dir.path().to_path_buf(),
+        });
+        assert!(errs.is_empty(), "{errs}");
+        let token = c.server.api_token.as_ref().expect("resolved");
+        assert_eq!(token.expose(), "s3cr3t-api-token-0123456789");
+        assert!(c.server.api_token_file.is_none());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!serde_json::to_string(&c).unwrap().contains("s3cr3t"));
+    }
+
+    #[test]
     fn type_errors_name_the_key_and_line() {
         let errs = parse_yaml::<Config>("server:\n  max_body_bytes: lots\n").unwrap_err();
         assert_eq!(errs.0[0].path, "server.max_body_bytes");
