@@ -15,7 +15,7 @@ use crate::config::{self, Config, Overrides, ValidateCtx};
 use crate::correlate::{CorrelateSettings, Correlator, Rules, Topology};
 use crate::domain::{Incident, Timestamp};
 use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
-use crate::ingest::{parse_delivery, Authenticator};
+use crate::ingest::{parse_delivery, ApiToken, Authenticator};
 use crate::metrics::Metrics;
 use crate::notify::dispatch::{build_channels, Dispatcher, NotifyMetrics, RetryPolicy};
 use crate::notify::notifier::Links;
@@ -159,12 +159,18 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     });
     let app = api::router(state.clone(), cfg.server.request_timeout.as_std())
         .merge(crate::notify::api::router(notify_api));
+    let api_token = cfg.server.api_token.as_ref().map(ApiToken::new);
+    let open_api = api_token.is_none();
+    let app = api::guard_mutations(app, api_token);
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
     if state.auth.is_open() {
         tracing::warn!(%addr, "No sources configured: webhooks are accepted without authentication");
+    }
+    if open_api {
+        tracing::warn!(%addr, "No server.api_token: silences and acknowledgements are accepted without authentication");
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%addr, store = %cfg.store.path.display(), "stormcast listening");

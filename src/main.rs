@@ -121,6 +121,18 @@ enum Command {
             global = true
         )]
         url: String,
+        /// API token (`server.api_token`) for creating and expiring silences.
+        /// Prefer --token-file: arguments show up in process listings.
+        #[arg(
+            long,
+            env = "STORMCAST_API_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        token: Option<String>,
+        /// File holding the API token.
+        #[arg(long, global = true, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: SilenceCommand,
     },
@@ -388,8 +400,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("exported {n} deliveries");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Silence { url, command } => {
+        Command::Silence {
+            url,
+            token,
+            token_file,
+            command,
+        } => {
             use stormcast::notify::cli;
+            let token = match token_file {
+                Some(f) => {
+                    let t = std::fs::read_to_string(&f).map_err(|e| {
+                        anyhow::anyhow!("--token-file: cannot read {}: {e}", f.display())
+                    })?;
+                    Some(t.trim_end_matches(['\n', '\r']).to_owned())
+                }
+                None => token,
+            };
+            let server = cli::Server {
+                url,
+                token: token
+                    .filter(|t| !t.is_empty())
+                    .map(stormcast::config::Secret::new),
+            };
             match command {
                 SilenceCommand::Add {
                     matchers,
@@ -404,7 +436,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .or_else(|| std::env::var("USER").ok())
                         .unwrap_or_else(|| "stormcast".to_owned());
                     let id = cli::add(
-                        &url,
+                        &server,
                         &cli::AddSilence {
                             matchers,
                             duration,
@@ -414,9 +446,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     )?;
                     println!("{id}");
                 }
-                SilenceCommand::List { expired } => print!("{}", cli::list(&url, expired)?),
+                SilenceCommand::List { expired } => print!("{}", cli::list(&server, expired)?),
                 SilenceCommand::Expire { id } => {
-                    cli::expire(&url, &id)?;
+                    cli::expire(&server, &id)?;
                     println!("expired {id}");
                 }
             }

@@ -1,6 +1,8 @@
 //! Silences and acknowledgements through the API and the `stormcast silence`
 //! CLI, against the built binary: a silenced incident is held back until
-//! the silence is expired; unknown incidents cannot be acknowledged.
+//! the silence is expired; unknown incidents cannot be acknowledged. With
+//! `server.api_token`, every mutating endpoint answers 401 without the token
+//! or with a wrong one, and the CLI sends it.
 
 mod notify_common;
 
@@ -20,11 +22,17 @@ impl Drop for Proc {
 }
 
 fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
+    cli_env(base, args, &[])
+}
+
+fn cli_env(base: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stormcast"))
         .arg("silence")
         .args(args)
         .arg("--url")
         .arg(base)
+        .env_remove("STORMCAST_API_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -188,4 +196,185 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// Starts `stormcast serve` on a free loopback port; returns it with its base URL
+/// once ready.
+async fn serve(cfg: &std::path::Path, data: &std::path::Path) -> (Proc, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let p = Proc(
+        Command::new(env!("CARGO_BIN_EXE_stormcast"))
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (p, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_guards_every_mutating_endpoint() {
+    const TOKEN: &str = "s3cr3t-api-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api-token"), format!("{TOKEN}\n")).unwrap();
+    let cfg = dir.path().join("stormcast.yaml");
+    // A loopback listener: the token is still required once it is configured.
+    std::fs::write(
+        &cfg,
+        "server: {api_token_file: api-token}\n\
+         route: {receiver: nobody, group_wait: 0s}\n\
+         receivers: [{name: nobody}]\n",
+    )
+    .unwrap();
+    let (_p, base) = serve(&cfg, &dir.path().join("data")).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "node", "value": "n1", "isRegex": false, "isEqual": true}],
+        "startsAt": now.to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "alice",
+        "comment": "maintenance",
+    });
+    let with = |req: reqwest::RequestBuilder, token: Option<&str>| match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let wrong = "s3cr3t-api-token-0123456780";
+
+    // Creating a silence.
+    for token in [None, Some(wrong)] {
+        let r = with(client.post(format!("{base}/api/v1/silences")), token)
+            .json(&silence)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "token {token:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("unauthorized") && !body.contains(TOKEN),
+            "{body}"
+        );
+    }
+    let r = with(client.post(format!("{base}/api/v1/silences")), Some(TOKEN))
+        .json(&silence)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<serde_json::Value>().await.unwrap()["silenceID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Reading stays open (the web UI is read-only and sends no token).
+    for path in [
+        "/api/v1/silences",
+        "/api/v1/incidents",
+        "/api/v1/notifications",
+        "/",
+    ] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // The webhook receiver keeps its own (source) authentication: open on
+    // loopback without sources, whatever the API token.
+    let starts = now.to_rfc3339();
+    let body = format!(
+        r#"{{"version":"4","groupKey":"{{}}:{{}}","status":"firing","receiver":"x","externalURL":"http://am",
+        "alerts":[{{"status":"firing","labels":{{"alertname":"KubeNodeNotReady","node":"n2","severity":"critical"}},
+        "annotations":{{}},"startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":""}}]}}"#
+    );
+    let r = client
+        .post(format!("{base}/api/v1/alerts"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Acknowledging an incident.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let incident = loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/incidents"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = v
+            .as_array()
+            .cloned()
+            .or_else(|| v["incidents"].as_array().cloned())
+            .unwrap_or_default();
+        if let Some(id) = list.first().and_then(|i| i["id"].as_str()) {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no incident opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ack = format!("{base}/api/v1/incidents/{incident}/ack");
+    for token in [None, Some(wrong)] {
+        let r = with(client.post(&ack), token).send().await.unwrap();
+        assert_eq!(r.status(), 401, "token {token:?}");
+    }
+    let r = with(client.post(&ack), Some(TOKEN)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Expiring a silence.
+    let expire = format!("{base}/api/v1/silences/{id}");
+    for token in [None, Some(wrong)] {
+        let r = with(client.delete(&expire), token).send().await.unwrap();
+        assert_eq!(r.status(), 401, "token {token:?}");
+    }
+    let r = with(client.delete(&expire), Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The CLI: refused without the token (with a hint), accepted with it from
+    // the environment or a file.
+    let add = ["add", "node=\"n3\"", "-c", "x"];
+    let (ok, _, err) = cli(&base, &add);
+    assert!(
+        !ok && err.contains("401") && err.contains("--token-file"),
+        "{err}"
+    );
+    let (ok, _, err) = cli_env(&base, &add, &[("STORMCAST_API_TOKEN", wrong)]);
+    assert!(!ok && err.contains("401") && !err.contains(wrong), "{err}");
+    let (ok, id, err) = cli_env(&base, &add, &[("STORMCAST_API_TOKEN", TOKEN)]);
+    assert!(ok, "{err}");
+    let token_file = dir.path().join("api-token").display().to_string();
+    let (ok, out, err) = cli(&base, &["expire", id.trim(), "--token-file", &token_file]);
+    assert!(ok, "{out}{err}");
+    let (ok, table, err) = cli(&base, &["list", "--expired"]);
+    assert!(ok && table.contains(id.trim()), "{table}{err}");
 }

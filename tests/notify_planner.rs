@@ -148,15 +148,22 @@ fn resolved_during_the_hold_sends_nothing() {
 fn acknowledged_incidents_get_no_repeats_until_they_change() {
     let mut p = planner(CFG);
     let t0 = t("2026-11-23T03:00:00Z");
-    let inc = inc();
+    let mut inc = inc();
     let mut out = p.plan(&opened("inc-1"), &inc, t0);
     run_until(&mut p, t0 + Duration::seconds(60), &mut out);
     assert_eq!(out.len(), 1);
     assert!(p.ack("inc-1"));
     run_until(&mut p, t0 + Duration::hours(10), &mut out);
     assert_eq!(out.len(), 1, "no repeats while acknowledged: {out:?}");
-    // A change clears the ack: update, then repeats resume.
+    // An event that changes nothing the message says keeps the ack.
     let at = t0 + Duration::hours(10);
+    out.extend(p.plan(&updated("inc-1", Change::RootCause), &inc, at));
+    run_until(&mut p, at + Duration::hours(2), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(p.is_acked("inc-1"));
+    // A change clears the ack: update, then repeats resume.
+    let at = at + Duration::hours(2);
+    inc.clusters.push("prod-2".into());
     out.extend(p.plan(&updated("inc-1", Change::Scope), &inc, at));
     run_until(&mut p, at + Duration::minutes(61), &mut out);
     let k: Vec<MessageKind> = out.iter().map(|n| n.kind).collect();
@@ -299,4 +306,46 @@ fn no_resolved_message_when_no_channel_wants_one() {
     ));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(p.next_deadline(), None);
+}
+
+#[test]
+fn an_update_that_no_longer_changes_anything_is_not_sent() {
+    let mut p = planner(CFG);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = inc();
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    run_until(&mut p, t0 + Duration::seconds(60), &mut out);
+    assert_eq!(kinds(&out), vec![(30, MessageKind::First)]);
+    let told = inc.root_cause.entity.clone();
+
+    // The root cause moves to another node, then back, before the update
+    // may go out (group_interval): the receiver already knows this cause.
+    inc.root_cause.entity.name = "node-other".into();
+    out.extend(p.plan(
+        &updated("inc-1", Change::RootCause),
+        &inc,
+        t0 + Duration::seconds(90),
+    ));
+    inc.root_cause.entity = told;
+    out.extend(p.plan(
+        &updated("inc-1", Change::RootCause),
+        &inc,
+        t0 + Duration::seconds(120),
+    ));
+    run_until(&mut p, t0 + Duration::seconds(1800), &mut out);
+    assert_eq!(kinds(&out), vec![(30, MessageKind::First)]);
+    // The repeat timer still runs from the last message.
+    assert_eq!(p.next_deadline(), Some(t0 + Duration::seconds(30 + 3600)));
+
+    // A change that sticks is sent (at once: group_interval has passed).
+    inc.clusters.push("prod-2".into());
+    out.extend(p.plan(
+        &updated("inc-1", Change::Scope),
+        &inc,
+        t0 + Duration::seconds(1800),
+    ));
+    assert_eq!(
+        kinds(&out),
+        vec![(30, MessageKind::First), (1800, MessageKind::Update)]
+    );
 }

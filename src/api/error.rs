@@ -79,6 +79,9 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
             }
             AuthError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            AuthError::ApiToken => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
         }
     }
 }

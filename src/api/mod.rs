@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
-use crate::config::{ConfigErrors, PromDuration};
+use crate::config::{resolve_in_place, ConfigErrors, PromDuration, Secret, ValidateCtx};
 use crate::engine::{Clock, Engine};
-use crate::ingest::{Authenticator, IngestConfig};
+use crate::ingest::{ApiToken, Authenticator, IngestConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -33,9 +33,20 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,
-    /// Accept unauthenticated webhooks on a non-loopback address. Loopback
-    /// listeners without sources are always open.
+    /// Listen on a non-loopback address although webhooks (no `sources`) or
+    /// the mutating API endpoints (no `api_token`) are unauthenticated.
+    /// Loopback listeners are open without credentials.
     pub allow_unauthenticated: bool,
+    /// Token the API's mutating endpoints (creating and expiring silences,
+    /// acknowledging incidents: every POST/DELETE under `/api/v1` except the
+    /// webhook receiver) require as `Authorization: Bearer <token>`. Without
+    /// it they are open, which only a loopback listener (or
+    /// `allow_unauthenticated`) allows. Reading is never guarded.
+    pub api_token: Option<Secret>,
+    /// File holding the API token.
+    pub api_token_file: Option<String>,
+    /// Environment variable holding the API token.
+    pub api_token_env: Option<String>,
     /// Requests taking longer are answered 408.
     pub request_timeout: PromDuration,
     /// How users reach this stormcast (links in messages and reports).
@@ -48,6 +59,9 @@ impl Default for ServerConfig {
             listen: format!("127.0.0.1:{DEFAULT_PORT}"),
             max_body_bytes: 8 * 1024 * 1024,
             allow_unauthenticated: false,
+            api_token: None,
+            api_token_file: None,
+            api_token_env: None,
             request_timeout: PromDuration::secs(30),
             external_url: None,
         }
@@ -55,7 +69,26 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Whether an API token is configured, in any of its three forms.
+    pub fn api_token_given(&self) -> bool {
+        self.api_token.is_some() || self.api_token_file.is_some() || self.api_token_env.is_some()
+    }
+
+    /// Validates the section and resolves `api_token` in place.
+    pub fn validate(&mut self, path: &str, ctx: &ValidateCtx, errs: &mut ConfigErrors) {
+        let key = format!("{path}.api_token");
+        if resolve_in_place(
+            &key,
+            &mut self.api_token,
+            &mut self.api_token_file,
+            &mut self.api_token_env,
+            &ctx.base_dir,
+            errs,
+        ) {
+            if let Some(Err(e)) = self.api_token.as_ref().map(crate::ingest::check_api_token) {
+                errs.push(key, e);
+            }
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             errs.push(
                 format!("{path}.listen"),
@@ -94,12 +127,60 @@ pub struct AppState {
     pub ready: AtomicBool,
 }
 
+/// The Alertmanager webhook receiver: guarded by the sources' credentials,
+/// not by the API token.
+pub const WEBHOOK_PATH: &str = "/api/v1/alerts";
+
+/// Requires the API token on every request that may change state (any
+/// method but GET, HEAD and OPTIONS) under `/api/`, except the webhook
+/// receiver. Apply it to the fully merged router so that routes mounted by
+/// later stages are covered too. Without a token the router is unchanged
+/// (validation only allows that on loopback or when explicitly allowed).
+pub fn guard_mutations(router: Router, token: Option<ApiToken>) -> Router {
+    match token {
+        Some(t) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            require_api_token,
+        )),
+        None => router,
+    }
+}
+
+async fn require_api_token(
+    axum::extract::State(token): axum::extract::State<Arc<ApiToken>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    let path = req.uri().path();
+    let guarded =
+        !reads.contains(req.method()) && path.starts_with("/api/") && path != WEBHOOK_PATH;
+    if guarded {
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if let Err(e) = token.check(header) {
+            tracing::warn!(method = %req.method(), path, "API request refused: missing or wrong API token");
+            let mut resp = ApiError::from(e).into_response();
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
 /// Builds the router. `extra` lets later stages (notify, analyze, UI) mount
 /// their own routes on the same state.
 pub fn router(state: Arc<AppState>, timeout: std::time::Duration) -> Router {
     Router::new()
         .route(
-            "/api/v1/alerts",
+            WEBHOOK_PATH,
             post(handlers::receive).get(handlers::list_alerts),
         )
         .route("/api/v1/alerts/{fingerprint}", get(handlers::get_alert))

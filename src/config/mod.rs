@@ -209,7 +209,8 @@ impl Config {
     /// error rather than stopping at the first.
     pub fn validate(&mut self, ctx: &ValidateCtx) -> ConfigErrors {
         let mut errs = ConfigErrors::default();
-        self.server.validate("server", &mut errs);
+        let api_token_given = self.server.api_token_given();
+        self.server.validate("server", ctx, &mut errs);
         self.store.validate("store", &mut errs);
         self.ingest.validate("ingest", &mut errs);
         crate::ingest::validate_sources(&mut self.sources, ctx, &mut errs);
@@ -223,6 +224,17 @@ impl Config {
                 format!(
                     "{} is not a loopback address and no sources with credentials are configured; \
                      add sources or set server.allow_unauthenticated: true",
+                    self.server.listen
+                ),
+            );
+        }
+        if !self.server.is_loopback() && !api_token_given && !self.server.allow_unauthenticated {
+            errs.push(
+                "server.api_token",
+                format!(
+                    "{} is not a loopback address and no API token is set, so anyone who reaches it \
+                     could create silences and acknowledge incidents; set server.api_token \
+                     (or _file/_env) or server.allow_unauthenticated: true",
                     self.server.listen
                 ),
             );
@@ -333,6 +345,22 @@ mod tests {
         assert!(paths.contains(&"server.lisen"), "{errs}");
         assert!(paths.contains(&"store.pth"), "{errs}");
         assert!(paths.contains(&"bogus"), "{errs}");
+    }
+
+    #[test]
+    fn the_api_token_is_resolved_in_place_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cr3t-api-token-0123456789\n").unwrap();
+        let mut c: Config = parse_yaml("server:\n  api_token_file: tok\n").unwrap();
+        let errs = c.validate(&ValidateCtx {
+            base_dir: dir.path().to_path_buf(),
+        });
+        assert!(errs.is_empty(), "{errs}");
+        let token = c.server.api_token.as_ref().expect("resolved");
+        assert_eq!(token.expose(), "s3cr3t-api-token-0123456789");
+        assert!(c.server.api_token_file.is_none());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!serde_json::to_string(&c).unwrap().contains("s3cr3t"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Source authentication: Bearer or Basic, exactly as Alertmanager's
-//! `http_config` sends it, compared in constant time.
+//! `http_config` sends it, compared in constant time. The API's own token
+//! ([`ApiToken`], for silences and acknowledgements) is checked the same way.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,60 @@ pub enum AuthError {
     /// Credentials given but matching no source: 403.
     #[error("credentials match no configured source")]
     Forbidden,
+    /// The API token is missing or wrong: 401 (there is only one identity,
+    /// so a wrong token is no better than none).
+    #[error("this endpoint changes state: send Authorization: Bearer <server.api_token>")]
+    ApiToken,
+}
+
+/// Shortest API token accepted (`openssl rand -hex 32` gives 64).
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// Checks the value of `server.api_token`: printable ASCII without spaces
+/// (it travels in a header), and not trivially short.
+pub fn check_api_token(token: &Secret) -> Result<(), String> {
+    let t = token.expose();
+    if t.len() < MIN_API_TOKEN_LEN {
+        return Err(format!(
+            "must be at least {MIN_API_TOKEN_LEN} characters (e.g. openssl rand -hex 32)"
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces (it is sent in a header)".to_owned());
+    }
+    Ok(())
+}
+
+/// The token guarding the API's mutating endpoints, kept as a SHA-256
+/// digest and compared in constant time.
+#[derive(Clone)]
+pub struct ApiToken([u8; 32]);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<secret>)")
+    }
+}
+
+impl ApiToken {
+    pub fn new(token: &Secret) -> Self {
+        ApiToken(digest(token.expose().as_bytes()))
+    }
+
+    /// Accepts exactly `Authorization: Bearer <token>`.
+    pub fn check(&self, header: Option<&[u8]>) -> Result<(), AuthError> {
+        let value = header
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, v)| v.trim())
+            .ok_or(AuthError::ApiToken)?;
+        if self.0.ct_eq(&digest(value.as_bytes())).unwrap_u8() == 1 {
+            Ok(())
+        } else {
+            Err(AuthError::ApiToken)
+        }
+    }
 }
 
 /// Matches an `Authorization` header to a configured source.
@@ -259,6 +314,26 @@ mod tests {
             a.authenticate(Some(b"Token tok-bj")),
             Err(AuthError::Missing)
         );
+    }
+
+    #[test]
+    fn api_token_needs_the_exact_bearer_token() {
+        let t = ApiToken::new(&Secret::new("0123456789abcdef-token"));
+        assert_eq!(t.check(Some(b"Bearer 0123456789abcdef-token")), Ok(()));
+        assert_eq!(t.check(Some(b"bearer  0123456789abcdef-token ")), Ok(()));
+        assert_eq!(t.check(None), Err(AuthError::ApiToken));
+        assert_eq!(
+            t.check(Some(b"Bearer 0123456789abcdef-tokem")),
+            Err(AuthError::ApiToken)
+        );
+        assert_eq!(
+            t.check(Some(b"Basic 0123456789abcdef-token")),
+            Err(AuthError::ApiToken)
+        );
+        assert!(!format!("{t:?}").contains("0123"));
+        assert!(check_api_token(&Secret::new("short")).is_err());
+        assert!(check_api_token(&Secret::new("0123456789 abcdef")).is_err());
+        assert!(check_api_token(&Secret::new("0123456789abcdef")).is_ok());
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod auth;
 mod payload;
 
 pub use auth::{
-    validate_sources, AuthError, Authenticated, Authenticator, BasicAuthConfig, Credential,
-    SourceConfig,
+    check_api_token, validate_sources, ApiToken, AuthError, Authenticated, Authenticator,
+    BasicAuthConfig, Credential, SourceConfig,
 };
 pub use payload::{parse_delivery, Delivery, DeliveryAlert, PayloadError, WebhookMessage};
 

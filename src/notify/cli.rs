@@ -1,5 +1,6 @@
 //! `stormcast silence add|list|expire`: talks to a running stormcast over
-//! HTTP, like amtool does to Alertmanager.
+//! HTTP, like amtool does to Alertmanager, sending the API token (when given)
+//! as `Authorization: Bearer`.
 
 use std::time::Duration;
 
@@ -8,7 +9,28 @@ use anyhow::Context;
 use super::api::{SilenceCreated, SilenceView};
 use super::matcher::Matcher;
 use super::silence::{Silence, SilenceMatcher};
-use crate::config::PromDuration;
+use crate::config::{PromDuration, Secret};
+
+/// A running stormcast: its base URL and the API token its mutating
+/// endpoints require (`server.api_token`), if any.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub url: String,
+    pub token: Option<Secret>,
+}
+
+impl Server {
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        }
+    }
+}
 
 /// What `silence add` needs.
 #[derive(Debug, Clone)]
@@ -42,11 +64,16 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or(body);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!(
+            "stormcast answered {status}: {msg} (give the token with --token-file or STORMCAST_API_TOKEN)"
+        )
+    }
     anyhow::bail!("stormcast answered {status}: {msg}")
 }
 
 /// Creates a silence; returns its id.
-pub fn add(url: &str, req: &AddSilence) -> anyhow::Result<String> {
+pub fn add(server: &Server, req: &AddSilence) -> anyhow::Result<String> {
     let mut matchers = Vec::new();
     for m in &req.matchers {
         for parsed in Matcher::parse_list(m)? {
@@ -64,25 +91,25 @@ pub fn add(url: &str, req: &AddSilence) -> anyhow::Result<String> {
     };
     s.validate()?;
     runtime()?.block_on(async {
-        let resp = client()?
-            .post(format!("{}/api/v1/silences", url.trim_end_matches('/')))
+        let resp = server
+            .authorize(client()?.post(server.endpoint("/api/v1/silences")))
             .json(&s)
             .send()
             .await
-            .with_context(|| format!("cannot reach stormcast at {url}"))?;
+            .with_context(|| format!("cannot reach stormcast at {}", server.url))?;
         let created: SilenceCreated = check(resp).await?.json().await?;
         Ok(created.silence_id)
     })
 }
 
 /// Lists silences as a table.
-pub fn list(url: &str, include_expired: bool) -> anyhow::Result<String> {
+pub fn list(server: &Server, include_expired: bool) -> anyhow::Result<String> {
     let views: Vec<SilenceView> = runtime()?.block_on(async {
-        let resp = client()?
-            .get(format!("{}/api/v1/silences", url.trim_end_matches('/')))
+        let resp = server
+            .authorize(client()?.get(server.endpoint("/api/v1/silences")))
             .send()
             .await
-            .with_context(|| format!("cannot reach stormcast at {url}"))?;
+            .with_context(|| format!("cannot reach stormcast at {}", server.url))?;
         anyhow::Ok(check(resp).await?.json().await?)
     })?;
     let mut out = String::from(
@@ -113,16 +140,13 @@ pub fn list(url: &str, include_expired: bool) -> anyhow::Result<String> {
 }
 
 /// Expires a silence now.
-pub fn expire(url: &str, id: &str) -> anyhow::Result<()> {
+pub fn expire(server: &Server, id: &str) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let resp = client()?
-            .delete(format!(
-                "{}/api/v1/silences/{id}",
-                url.trim_end_matches('/')
-            ))
+        let resp = server
+            .authorize(client()?.delete(server.endpoint(&format!("/api/v1/silences/{id}"))))
             .send()
             .await
-            .with_context(|| format!("cannot reach stormcast at {url}"))?;
+            .with_context(|| format!("cannot reach stormcast at {}", server.url))?;
         check(resp).await?;
         Ok(())
     })

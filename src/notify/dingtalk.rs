@@ -2,7 +2,9 @@
 //!
 //! A robot accepts at most 20 messages a minute (more throttles it for ten
 //! minutes), so the dispatcher queues, and merges a backlog into one digest
-//! ([`Notifier::digest`]). Bodies of 20000 bytes or more are truncated with a
+//! ([`Notifier::digest`]). A body of 20000 bytes or more is split into
+//! numbered parts, each one request counted against the robot's rate and sent
+//! in order ([`payloads`]); beyond `max_parts` parts the rest is replaced by a
 //! link to the incident page. Errcode 130101 (too fast) is retried after a
 //! minute; errcode 310000 (signature, keyword or timestamp) is a configuration
 //! error naming the robot. Errors arrive as HTTP 200 with `{errcode, errmsg}`.
@@ -49,6 +51,10 @@ pub struct DingtalkConfig {
     pub timeout: PromDuration,
     /// Messages per minute (DingTalk allows 20).
     pub max_per_minute: u32,
+    /// Most requests one message is split into when its body reaches 20000
+    /// bytes; a longer text is cut after this many parts, ending with a link
+    /// to the incident page.
+    pub max_parts: u32,
 }
 
 impl Default for DingtalkConfig {
@@ -66,6 +72,7 @@ impl Default for DingtalkConfig {
             text: None,
             timeout: PromDuration::secs(10),
             max_per_minute: 20,
+            max_parts: 5,
         }
     }
 }
@@ -111,6 +118,15 @@ impl DingtalkConfig {
                 "must be between 1 and 20 (DingTalk throttles a robot for 10 minutes above 20)",
             );
         }
+        if self.max_parts == 0 || self.max_parts > self.max_per_minute.clamp(1, 20) {
+            errs.push(
+                format!("{path}.max_parts"),
+                format!(
+                    "must be between 1 and max_per_minute ({}): every part is one request",
+                    self.max_per_minute
+                ),
+            );
+        }
         if self.timeout.is_zero() {
             errs.push(format!("{path}.timeout"), "must be greater than 0");
         }
@@ -138,15 +154,50 @@ impl Dingtalk {
     }
 }
 
-/// Builds the markdown body for one message or a digest of several.
+/// The JSON-escaped length of `s`: what it adds to a request body.
+fn json_len(s: &str) -> usize {
+    serde_json::to_string(s).map_or(s.len(), |j| j.len() - 2)
+}
+
+fn body(cfg: &DingtalkConfig, title: &str, text: &str, mention: bool) -> serde_json::Value {
+    let none: &[String] = &[];
+    json!({
+        "msgtype": "markdown",
+        "markdown": {"title": title, "text": text},
+        "at": {
+            "atMobiles": if mention { &cfg.at_mobiles[..] } else { none },
+            "isAtAll": mention && cfg.at_all,
+        },
+    })
+}
+
+fn body_len(v: &serde_json::Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Builds the markdown body for one message or a digest of several, when it
+/// fits in one request (the first part otherwise; see [`payloads`]).
 pub fn payload(
     cfg: &DingtalkConfig,
     msgs: &[Message],
 ) -> Result<serde_json::Value, minijinja::Error> {
-    let mut parts = Vec::new();
+    Ok(payloads(cfg, msgs)?.swap_remove(0))
+}
+
+/// Builds the request bodies for one message or a digest of several, each
+/// under [`MAX_BODY_BYTES`]. A text that fits goes out whole. A longer one is
+/// split on block and line boundaries (never inside a code fence, link or
+/// emphasis when avoidable) into parts numbered `(1/3)`, `(2/3)`, … in title
+/// and text; only the first part @-mentions. Beyond `max_parts` parts the
+/// last kept part ends with a link to the incident page instead.
+pub fn payloads(
+    cfg: &DingtalkConfig,
+    msgs: &[Message],
+) -> Result<Vec<serde_json::Value>, minijinja::Error> {
+    let mut rendered = Vec::new();
     for m in msgs {
         let tpl = render::pick(m, cfg.text.as_deref(), render::DINGTALK);
-        parts.push(render::render(Escape::Dingtalk, tpl, m)?.trim().to_owned());
+        rendered.push(render::render(Escape::Dingtalk, tpl, m)?.trim().to_owned());
     }
     let title = if msgs.len() == 1 {
         render::render(
@@ -159,47 +210,150 @@ pub fn payload(
     } else {
         format!("stormcast digest: {} incident messages", msgs.len())
     };
-    let mut text = if msgs.len() == 1 {
-        parts.remove(0)
+    let text = if msgs.len() == 1 {
+        rendered.remove(0)
     } else {
         format!(
             "### stormcast digest: {} messages\n\n{}",
             msgs.len(),
-            parts.join("\n\n---\n\n")
+            rendered.join("\n\n---\n\n")
         )
     };
     let mentions: String = cfg.at_mobiles.iter().map(|m| format!(" @{m}")).collect();
-    // Leave room for the JSON envelope, escaping and the mentions.
-    let budget = MAX_BODY_BYTES - 2_000 - mentions.len() - title.len();
-    if serde_json::to_string(&text).map_or(0, |s| s.len()) >= budget {
+    let mentions = if mentions.is_empty() {
+        String::new()
+    } else {
+        format!("\n\n{}", mentions.trim_start())
+    };
+    let whole = body(cfg, &title, &format!("{text}{mentions}"), true);
+    if body_len(&whole) < MAX_BODY_BYTES {
+        return Ok(vec![whole]);
+    }
+
+    // Split. Every part carries the envelope, a numbered title and a
+    // `**(i/n)**` line; the first also the mentions. Price them at their
+    // largest so that every part fits whatever its number.
+    let marker = |i: usize, n: usize| format!("**({i}/{n})**\n\n");
+    let wide = 999;
+    let envelope = body_len(&body(
+        cfg,
+        &format!("{title} ({wide}/{wide})"),
+        &format!("{}{mentions}", marker(wide, wide)),
+        true,
+    ));
+    let budget = (MAX_BODY_BYTES - 1).saturating_sub(envelope);
+    let mut parts = super::mdsplit::split(&text, budget, &json_len);
+    let max_parts = cfg.max_parts.max(1) as usize;
+    if parts.len() > max_parts {
+        let needed = parts.len();
+        parts.truncate(max_parts);
         let link = msgs
             .iter()
             .find_map(|m| m.links.incident_url.clone())
             .unwrap_or_default();
         let note = if link.is_empty() {
-            "\n\n… (truncated)".to_owned()
+            format!("\n\n… (truncated: {needed} parts needed, at most {max_parts} are sent)")
         } else {
-            format!("\n\n… (truncated; full incident: [{link}]({link}))")
+            format!(
+                "\n\n… (truncated: {needed} parts needed, at most {max_parts} are sent; \
+                 full incident: [{link}]({link}))"
+            )
         };
-        while serde_json::to_string(&text).map_or(0, |s| s.len()) + note.len() * 2 >= budget {
-            let cut = text.len() * 9 / 10;
-            let mut cut = cut.min(text.len());
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+        let last = parts.last_mut().expect("at least one part");
+        let room = budget.saturating_sub(json_len(&note));
+        if json_len(last) > room {
+            // Drop whole lines from the end, then characters if one line is left.
+            let keep = super::mdsplit::split(last, room, &json_len);
+            *last = keep.into_iter().next().unwrap_or_default();
         }
-        text.push_str(&note);
+        last.push_str(&note);
     }
-    if !mentions.is_empty() {
-        text.push_str("\n\n");
-        text.push_str(mentions.trim_start());
+    let n = parts.len();
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let first = i == 0;
+            let text = format!(
+                "{}{p}{}",
+                marker(i + 1, n),
+                if first { mentions.as_str() } else { "" }
+            );
+            body(cfg, &format!("{title} ({}/{n})", i + 1), &text, first)
+        })
+        .collect())
+}
+
+impl Dingtalk {
+    /// Sends one request body, signed when a secret is configured.
+    async fn post(&self, body: &serde_json::Value) -> SendResult {
+        let mut url = self
+            .cfg
+            .url
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(secret) = &self.cfg.secret {
+            let ts = chrono::Utc::now().timestamp_millis();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url = format!(
+                "{url}{sep}timestamp={ts}&sign={}",
+                sign(secret.expose(), ts)
+            );
+        }
+        let (status, ra, text) =
+            match post_json(&self.client, &url, body, self.cfg.timeout.as_std(), None).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+        if !status.is_success() {
+            return classify_http(status, ra.as_deref(), &text);
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            errcode: i64,
+            #[serde(default)]
+            errmsg: String,
+        }
+        let ans: Answer = match serde_json::from_str(&text) {
+            Ok(a) => a,
+            Err(_) => {
+                return SendResult::Retryable {
+                    after: None,
+                    reason: "bad_response",
+                    detail: format!("unexpected answer: {}", super::notifier::snippet(&text)),
+                }
+            }
+        };
+        match ans.errcode {
+            0 => SendResult::Delivered,
+            130101 => SendResult::Retryable {
+                after: Some(Duration::from_secs(60)),
+                reason: "dingtalk_throttled",
+                detail: format!("robot {}: errcode 130101: {}", self.name, ans.errmsg),
+            },
+            310000 => SendResult::Permanent {
+                reason: "dingtalk_config",
+                detail: format!(
+                    "robot {}: DingTalk rejected the signature, keyword or timestamp \
+                     (errcode 310000: {}); check its secret, keywords and the host clock",
+                    self.name, ans.errmsg
+                ),
+            },
+            code => SendResult::Permanent {
+                reason: "dingtalk_error",
+                detail: format!("robot {}: errcode {code}: {}", self.name, ans.errmsg),
+            },
+        }
     }
-    Ok(json!({
-        "msgtype": "markdown",
-        "markdown": {"title": title, "text": text},
-        "at": {"atMobiles": cfg.at_mobiles, "isAtAll": cfg.at_all},
-    }))
+
+    fn bodies(&self, msgs: &[Message]) -> Result<Vec<serde_json::Value>, SendResult> {
+        payloads(&self.cfg, msgs).map_err(|e| SendResult::Permanent {
+            reason: "template",
+            detail: e.to_string(),
+        })
+    }
 }
 
 impl Notifier for Dingtalk {
@@ -222,79 +376,43 @@ impl Notifier for Dingtalk {
         self.cfg.send_resolved
     }
 
+    fn parts(&self, msgs: &[Message]) -> u32 {
+        payloads(&self.cfg, msgs).map_or(1, |b| b.len() as u32)
+    }
+
+    fn send_part<'a>(&'a self, msgs: &'a [Message], part: u32) -> BoxFuture<'a, SendResult> {
+        Box::pin(async move {
+            if msgs.is_empty() {
+                return SendResult::Delivered;
+            }
+            match self.bodies(msgs) {
+                Ok(b) => match b.get(part as usize) {
+                    Some(body) => self.post(body).await,
+                    None => SendResult::Delivered, // the text got shorter: nothing left
+                },
+                Err(e) => e,
+            }
+        })
+    }
+
+    /// Sends every part in order, stopping at the first failure (the
+    /// dispatcher uses [`Notifier::send_part`] so each part is rate-limited).
     fn send<'a>(&'a self, msgs: &'a [Message]) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             if msgs.is_empty() {
                 return SendResult::Delivered;
             }
-            let body = match payload(&self.cfg, msgs) {
+            let bodies = match self.bodies(msgs) {
                 Ok(b) => b,
-                Err(e) => {
-                    return SendResult::Permanent {
-                        reason: "template",
-                        detail: e.to_string(),
-                    }
-                }
+                Err(e) => return e,
             };
-            let mut url = self
-                .cfg
-                .url
-                .as_ref()
-                .map(Secret::expose)
-                .unwrap_or("")
-                .to_owned();
-            if let Some(secret) = &self.cfg.secret {
-                let ts = chrono::Utc::now().timestamp_millis();
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = format!(
-                    "{url}{sep}timestamp={ts}&sign={}",
-                    sign(secret.expose(), ts)
-                );
-            }
-            let (status, ra, text) =
-                match post_json(&self.client, &url, &body, self.cfg.timeout.as_std(), None).await {
-                    Ok(r) => r,
-                    Err(e) => return e,
-                };
-            if !status.is_success() {
-                return classify_http(status, ra.as_deref(), &text);
-            }
-            #[derive(Deserialize)]
-            struct Answer {
-                errcode: i64,
-                #[serde(default)]
-                errmsg: String,
-            }
-            let ans: Answer = match serde_json::from_str(&text) {
-                Ok(a) => a,
-                Err(_) => {
-                    return SendResult::Retryable {
-                        after: None,
-                        reason: "bad_response",
-                        detail: format!("unexpected answer: {}", super::notifier::snippet(&text)),
-                    }
+            for b in &bodies {
+                let r = self.post(b).await;
+                if r != SendResult::Delivered {
+                    return r;
                 }
-            };
-            match ans.errcode {
-                0 => SendResult::Delivered,
-                130101 => SendResult::Retryable {
-                    after: Some(Duration::from_secs(60)),
-                    reason: "dingtalk_throttled",
-                    detail: format!("robot {}: errcode 130101: {}", self.name, ans.errmsg),
-                },
-                310000 => SendResult::Permanent {
-                    reason: "dingtalk_config",
-                    detail: format!(
-                        "robot {}: DingTalk rejected the signature, keyword or timestamp \
-                         (errcode 310000: {}); check its secret, keywords and the host clock",
-                        self.name, ans.errmsg
-                    ),
-                },
-                code => SendResult::Permanent {
-                    reason: "dingtalk_error",
-                    detail: format!("robot {}: errcode {code}: {}", self.name, ans.errmsg),
-                },
             }
+            SendResult::Delivered
         })
     }
 }

@@ -112,7 +112,7 @@ struct ChannelState {
 /// What one [`Dispatcher::step`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StepReport {
-    /// Send attempts (a digest counts once).
+    /// Requests made (a digest counts once, each part of a split message once).
     pub attempts: usize,
     /// Messages accepted (each message of a digest counts).
     pub delivered: usize,
@@ -398,22 +398,64 @@ impl Dispatcher {
         if ready.is_empty() {
             return Ok(report);
         }
+        // A message whose first parts went out finishes before anything else,
+        // so its parts stay together on the channel.
+        ready.sort_by_key(|e| e.parts_sent == 0);
         let mut cap = self.capacity(chan, now);
         let digest = chan.notifier.digest()
             && (ready.len() >= self.policy.digest_backlog || ready.len() > cap);
         let mut queue: VecDeque<OutboxEntry> = ready.into();
         while cap > 0 && !queue.is_empty() {
-            let take = if digest {
-                self.policy.digest_max.min(queue.len())
+            let mut take = if digest {
+                // Only fresh messages merge; a half-sent one finishes alone.
+                queue
+                    .iter()
+                    .take(self.policy.digest_max)
+                    .take_while(|e| e.parts_sent == 0)
+                    .count()
+                    .max(1)
             } else {
                 1
             };
-            let batch: Vec<OutboxEntry> = queue.drain(..take).collect();
-            let msgs: Vec<Message> = batch.iter().map(|e| e.message.clone()).collect();
-            self.note_attempt(chan, now);
-            report.attempts += 1;
-            cap -= 1;
-            let result = chan.notifier.send(&msgs).await;
+            let mut msgs: Vec<Message> =
+                queue.iter().take(take).map(|e| e.message.clone()).collect();
+            let mut parts = chan.notifier.parts(&msgs);
+            // A digest saves requests only if it fits in one: merge fewer.
+            while take > 1 && parts > 1 {
+                take -= 1;
+                msgs.truncate(take);
+                parts = chan.notifier.parts(&msgs);
+            }
+            let mut batch: Vec<OutboxEntry> = queue.drain(..take).collect();
+            let mut done = batch[0].parts_sent.min(parts.saturating_sub(1));
+            let result = loop {
+                self.note_attempt(chan, now);
+                report.attempts += 1;
+                cap -= 1;
+                let r = chan.notifier.send_part(&msgs, done).await;
+                if r != SendResult::Delivered {
+                    break r;
+                }
+                done += 1;
+                if done >= parts {
+                    break r;
+                }
+                // Record each accepted part, so a restart resends at most one.
+                for e in &mut batch {
+                    e.parts_sent = done;
+                    self.outbox.update(e)?;
+                }
+                if cap == 0 {
+                    break r;
+                }
+            };
+            for e in &mut batch {
+                e.parts_sent = done;
+            }
+            if result == SendResult::Delivered && done < parts {
+                tracing::info!(channel = %chan.name, part = done, parts, incident = %batch[0].message.notification.incident, "Split message paused by the rate limit");
+                break;
+            }
             match result {
                 SendResult::Delivered => {
                     for e in &batch {

@@ -13,6 +13,7 @@ pub mod dingtalk;
 pub mod dispatch;
 pub mod email;
 pub mod matcher;
+pub mod mdsplit;
 pub mod notifier;
 pub mod outbox;
 mod planner;

@@ -141,6 +141,16 @@ pub trait Notifier: Send + Sync {
     fn send_resolved(&self) -> bool;
     /// Sends one message, or (when [`digest`](Self::digest)) several merged.
     fn send<'a>(&'a self, msgs: &'a [Message]) -> BoxFuture<'a, SendResult>;
+    /// How many requests `msgs` takes: more than one when the service limits
+    /// the body size and the text is split (DingTalk). The dispatcher sends
+    /// the parts in order, each counted against [`rate_limit`](Self::rate_limit).
+    fn parts(&self, _msgs: &[Message]) -> u32 {
+        1
+    }
+    /// Sends part `part` (from 0) of `msgs`; single-part channels send the whole.
+    fn send_part<'a>(&'a self, msgs: &'a [Message], _part: u32) -> BoxFuture<'a, SendResult> {
+        self.send(msgs)
+    }
 }
 
 /// Maps an HTTP answer to a result the way Alertmanager does, plus 429 (with

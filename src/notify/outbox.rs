@@ -46,6 +46,10 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
     #[serde(default)]
     pub last_reason: Option<String>,
+    /// Parts of a split message the channel already accepted: a retry or a
+    /// restart resumes after them.
+    #[serde(default)]
+    pub parts_sent: u32,
     pub message: Message,
 }
 
@@ -63,6 +67,7 @@ impl OutboxEntry {
             delivered_at: None,
             last_error: None,
             last_reason: None,
+            parts_sent: 0,
             message,
         }
     }

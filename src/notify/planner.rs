@@ -3,7 +3,9 @@
 //! Per (incident, receiver) it holds the first message for the route's
 //! `group_wait` so the root cause can arrive, sends an update only on a
 //! meaningful change (root cause, a new cluster, higher severity) and no more
-//! often than `group_interval`, repeats an unacknowledged firing incident every
+//! often than `group_interval` — and only if, when it falls due, the incident
+//! still differs in those respects from what the receiver was last told (a
+//! root cause that flipped and flipped back is no news) — repeats an unacknowledged firing incident every
 //! `repeat_interval`, and sends a resolved message once it ends. Silences and
 //! the route's time intervals defer messages. Time only comes in as `now`.
 
@@ -34,7 +36,30 @@ struct Track {
     due: Option<(Timestamp, MessageKind)>,
     sent_firing: bool,
     last_sent: Option<Timestamp>,
+    /// What the last firing message said (unknown after a restart).
+    told: Option<Gist>,
     seq: u32,
+}
+
+/// What an update is about: the root cause, the clusters affected and the
+/// severity. Members coming and going are not news.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gist {
+    cause: crate::domain::Entity,
+    clusters: Vec<String>,
+    severity: String,
+}
+
+impl Gist {
+    fn of(inc: &Incident) -> Self {
+        let mut clusters = inc.clusters.clone();
+        clusters.sort();
+        Gist {
+            cause: inc.root_cause.entity.clone(),
+            clusters,
+            severity: inc.severity.clone(),
+        }
+    }
 }
 
 type Key = (String, String);
@@ -45,6 +70,7 @@ type Key = (String, String);
 struct Subject {
     opened_at: Timestamp,
     sets: Vec<crate::domain::Labels>,
+    gist: Gist,
 }
 
 impl Subject {
@@ -52,6 +78,7 @@ impl Subject {
         Subject {
             opened_at: inc.opened_at,
             sets: incident_label_sets(inc),
+            gist: Gist::of(inc),
         }
     }
 }
@@ -143,6 +170,7 @@ impl Planner {
                     due: None,
                     sent_firing: false,
                     last_sent: None,
+                    told: None,
                     seq: 0,
                 },
             );
@@ -165,11 +193,15 @@ impl Planner {
             // Members alone change neither routing nor silencing.
             return Vec::new();
         }
-        self.incidents.insert(id.clone(), Subject::of(incident));
+        let subject = Subject::of(incident);
+        let gist = subject.gist.clone();
+        let before = self.incidents.insert(id.clone(), subject).map(|s| s.gist);
         match event {
             IncidentEvent::Opened { .. } => self.add_routes(incident, now),
             IncidentEvent::Updated { .. } => {
-                self.acked.remove(&id);
+                if before.as_ref() != Some(&gist) {
+                    self.acked.remove(&id);
+                }
                 for key in self.keys_of(&id) {
                     let t = &self.tracks[&key];
                     if !t.sent_firing {
@@ -177,6 +209,9 @@ impl Planner {
                     }
                     if matches!(t.due, Some((_, MessageKind::Update))) {
                         continue;
+                    }
+                    if t.told.as_ref() == Some(&gist) {
+                        continue; // nothing the receiver does not know
                     }
                     let at = t
                         .last_sent
@@ -235,6 +270,7 @@ impl Planner {
                         due: None,
                         sent_firing: sent.is_some(),
                         last_sent: sent.map(|_| now),
+                        told: None,
                         seq: sent.map_or(0, |s| s + 1),
                     },
                 );
@@ -285,6 +321,18 @@ impl Planner {
                 self.set_due(&key, Some((next, kind)));
                 continue;
             }
+            let repeat = track.matched.timing.repeat_interval;
+            if kind == MessageKind::Update && track.told.as_ref() == Some(&inc.gist) {
+                // Changed and changed back while the update waited: the
+                // receiver already knows this. Back to the repeat timer.
+                let next = match (self.acked.contains(&key.0), track.last_sent) {
+                    (false, Some(l)) => Some(((l + repeat).max(now), MessageKind::Repeat)),
+                    _ => None,
+                };
+                self.set_due(&key, next);
+                continue;
+            }
+            let gist = inc.gist.clone();
             let status = if kind == MessageKind::Resolved {
                 NotificationStatus::Resolved
             } else {
@@ -306,10 +354,10 @@ impl Planner {
                 }
                 continue;
             }
-            let repeat = track.matched.timing.repeat_interval;
             if let Some(t) = self.tracks.get_mut(&key) {
                 t.sent_firing = true;
                 t.last_sent = Some(now);
+                t.told = Some(gist);
                 t.seq += 1;
             }
             let next = if self.acked.contains(&key.0) {
