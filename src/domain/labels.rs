@@ -10,9 +10,31 @@ use super::Fingerprint;
 
 /// A sorted label set. Sorted storage makes fingerprinting and equality cheap and
 /// keeps serialised output stable.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Labels(BTreeMap<String, String>);
+///
+/// The pairs live in one shared, immutable slice: an alert's labels are copied
+/// into its incident, its root cause and every notification snapshot, and with
+/// a fleet's worth of active alerts those copies would dominate memory. A
+/// clone is a reference count; the rare change copies the slice.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Arc<[(Box<str>, Box<str>)]>);
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels(Arc::new([]))
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, String>::deserialize(d).map(Labels::from_sorted_map)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelsError {
@@ -40,11 +62,23 @@ impl Labels {
         if let Some(bad) = map.keys().find(|k| !is_valid_label_name(k)) {
             return Err(LabelsError::InvalidName(bad.clone()));
         }
-        Ok(Labels(map))
+        Ok(Self::from_sorted_map(map))
+    }
+
+    fn from_sorted_map(map: BTreeMap<String, String>) -> Self {
+        Labels(
+            map.into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+        )
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(name))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.position(name).ok().map(|i| &*self.0[i].1)
     }
 
     /// A missing label reads as the empty string, as in Alertmanager matchers.
@@ -53,15 +87,25 @@ impl Labels {
     }
 
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(name.into(), value.into());
+        let (name, value) = (name.into(), value.into().into_boxed_str());
+        let mut pairs = self.0.to_vec();
+        match self.position(&name) {
+            Ok(i) => pairs[i].1 = value,
+            Err(i) => pairs.insert(i, (name.into_boxed_str(), value)),
+        }
+        self.0 = pairs.into();
     }
 
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
+        let i = self.position(name).ok()?;
+        let mut pairs = self.0.to_vec();
+        let (_, v) = pairs.remove(i);
+        self.0 = pairs.into();
+        Some(v.into_string())
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.position(name).is_ok()
     }
 
     pub fn len(&self) -> usize {
@@ -73,7 +117,7 @@ impl Labels {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// Alertmanager's fingerprint of this label set.
@@ -108,8 +152,9 @@ impl fmt::Display for Labels {
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
+    /// Later pairs win over earlier ones with the same name, as in a map.
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
-        Labels(
+        Self::from_sorted_map(
             iter.into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
