@@ -4,10 +4,53 @@
 //! alerts lost beside an Alertmanager-style baseline (group by cluster and
 //! namespace). Then times a 10k-alert storm.
 //!
+//! `stormcast + learned` adds the learned ranking signal (a `learned:` rules
+//! section): fitted on a different history of the same fleet (seed + 100, its
+//! ground truth as labels), never on the storm it is evaluated on. `equal
+//! weights` runs the shipped rules with every causal weight set to 10 (a
+//! fleet whose alert names have no declared causal order), with and without
+//! the learned signal.
+//!
 //! `cargo run --release --example correlation_quality` (or without
 //! `--release` for a quicker build; timings are then pessimistic).
 
+use stormcast::correlate::{learn, learned, rules, Rules};
 use stormcast::sim::{self, eval, SimConfig};
+
+/// The storm's rules with every alert's causal weight set to 10.
+fn equal_weight_rules(storm: &sim::Storm) -> Rules {
+    let mut shipped = rules::parse_rules(rules::DEFAULT_RULES).expect("shipped rules parse");
+    for a in &mut shipped.alerts {
+        a.weight = 10;
+    }
+    let mut r = Rules::empty();
+    r.add(shipped);
+    r.add(rules::parse_rules(&storm.services_yaml).expect("simulated rules parse"));
+    r
+}
+
+/// Fits the learned signal on another simulated history of the same fleet
+/// and returns `rules` with its `learned:` section.
+fn with_learned(mut rules: Rules, cfg: &SimConfig) -> anyhow::Result<Rules> {
+    let train = sim::simulate(&SimConfig {
+        seed: cfg.seed + 100,
+        ..cfg.clone()
+    });
+    let opts = learn::LearnOptions::default();
+    let (occs, _) = learn::occurrences_from_jsonl(&train.jsonl());
+    let pairs = learn::mine(&occs, &train.topology(), &opts);
+    let labelled = learned::labelled_from_truth(&train.truth, &occs);
+    let fitted = learned::fit(
+        &pairs,
+        &labelled,
+        opts.window.num_seconds() as f64,
+        opts.min_support,
+    )?;
+    rules
+        .learned
+        .add(&fitted.section(stormcast::config::PromDuration::mins(15)));
+    Ok(rules)
+}
 
 fn main() -> anyhow::Result<()> {
     println!("stormcast correlation quality (fixed seeds)");
@@ -68,6 +111,16 @@ fn main() -> anyhow::Result<()> {
             &eval::groups_from_incidents(&run.result.incidents),
             &storm.truth,
         );
+        let score = |r: Rules| -> anyhow::Result<eval::Score> {
+            let run = storm.run_with(r, true)?;
+            Ok(eval::score(
+                &eval::groups_from_incidents(&run.result.incidents),
+                &storm.truth,
+            ))
+        };
+        let wl = score(with_learned(storm.rules(), &cfg)?)?;
+        let eq = score(equal_weight_rules(&storm))?;
+        let eql = score(with_learned(equal_weight_rules(&storm), &cfg)?)?;
         let labels_only = storm.run(false)?;
         let lo = eval::score(
             &eval::groups_from_incidents(&labels_only.result.incidents),
@@ -80,6 +133,9 @@ fn main() -> anyhow::Result<()> {
             storm.lines.len()
         );
         println!("  stormcast            {ours}");
+        println!("  stormcast + learned  {wl}");
+        println!("  equal weights        {eq}");
+        println!("  equal w. + learned   {eql}");
         println!("  stormcast no topo    {lo}");
         println!("  alertmanager-style   {base}");
         println!(
