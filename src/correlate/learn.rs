@@ -678,6 +678,52 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_writes_a_rules_file_whose_learned_section_loads() {
+        let storm = crate::sim::simulate(&crate::sim::SimConfig {
+            seed: 31,
+            clusters: 6,
+            faults_per_cluster: 6,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("history.jsonl");
+        let truth = dir.path().join("truth.json");
+        let topo = dir.path().join("topo");
+        let rules_dir = dir.path().join("rules");
+        std::fs::write(&input, storm.jsonl()).unwrap();
+        std::fs::write(&truth, serde_json::to_vec(&storm.truth).unwrap()).unwrap();
+        storm.write_topology(&topo).unwrap();
+        std::fs::create_dir(&rules_dir).unwrap();
+        let args = |truth: Option<std::path::PathBuf>, out: &str| LearnArgs {
+            data_dir: None,
+            input: Some(input.clone()),
+            topology: Some(topo.clone()),
+            rules: dir.path().join("no-rules"),
+            window: "15m".into(),
+            min_support: 3,
+            min_confidence: 0.5,
+            min_lift: 1.2,
+            truth,
+            output: rules_dir.join(out),
+        };
+        run_cli(&args(Some(truth.clone()), "learned.yaml")).unwrap();
+        let text = std::fs::read_to_string(rules_dir.join("learned.yaml")).unwrap();
+        assert!(text.contains("model score"), "{text}");
+        let rules = Rules::load_dir(&rules_dir).expect(&text);
+        assert!(!rules.learned.is_empty());
+        let s = rules
+            .learned
+            .score("KubeNodeNotReady", "KubePodNotReady")
+            .expect("scored");
+        assert!(s > 0.5, "{s}");
+        // Without labels: association figures only, and the file says why.
+        run_cli(&args(None, "plain.yaml")).unwrap();
+        let text = std::fs::read_to_string(rules_dir.join("plain.yaml")).unwrap();
+        assert!(text.contains("No learned ranking signal"), "{text}");
+        assert!(!text.contains("learned:"), "{text}");
+    }
+
+    #[test]
     fn reads_alerts_from_a_store() {
         let store = crate::store::Store::temporary().unwrap();
         let storm = crate::sim::simulate(&crate::sim::SimConfig {
