@@ -1,13 +1,15 @@
 //! The learned ranking signal: a logistic regression, fitted with linfa, that
 //! scores "alert `A` is the cause of alert `B`" for pairs of alert names that
-//! fire together on related entities, from their co-occurrence figures.
+//! fire together on related entities.
 //!
 //! # The model
 //! Each ordered pair of alert names mined by [`learn::mine`](super::learn::mine)
-//! becomes one feature row ([`FEATURES`]): the confidence of `A → B` and of
+//! becomes one feature row: the [`FEATURES`] (the confidence of `A → B` and of
 //! `B → A`, the precedence of `A`, the log lift, the mean lag from `A` to `B`
-//! (over the co-occurrence window) and the shares of co-occurrences that relate
-//! through one node, one workload or only one namespace. The labels come from
+//! over the co-occurrence window, and the shares of co-occurrences that relate
+//! through one node, one workload, only one namespace or one cluster), then one
+//! indicator per alert name as cause and one as effect, so that how often a
+//! name is the root is part of what is learned. The labels come from
 //! incidents whose root cause is known (the simulator's ground truth, or stored
 //! incidents): for every two alert names in one incident, the row `A → B` is
 //! positive when `A` named the incident's root cause and negative otherwise.
@@ -15,19 +17,23 @@
 //! rows gives every mined pair, labelled or not, a probability `score` that
 //! `A` causes `B`. Support and confidence are kept beside it.
 //!
-//! Plain association figures cannot tell a cause from a symptom that merely
-//! fires first (TargetDown's `for` is shorter than KubeNodeNotReady's); the
-//! regression learns from labelled incidents how much each figure and each
-//! kind of relation says about cause.
+//! Association figures alone cannot tell a cause from a symptom that always
+//! accompanies it (`KubeAPIErrorBudgetBurn` and `KubeAPIDown`) or merely fires
+//! first (TargetDown's `for` is shorter than KubeNodeNotReady's); the
+//! regression learns from labelled incidents what the figures say about cause.
+//! `stormcast learn` suggests only the strong associations it scores 0.5 or
+//! more.
 //!
 //! # As a ranking signal
 //! `stormcast learn` writes the scores as the `learned:` section of a rules
-//! file. Loaded with the rules, they rank root-cause candidates below declared
-//! causal rules: a candidate entity's best alert `A` gets the mean over the
-//! other alert names `B` of the incident of `score(A → B) − score(B → A)`
-//! (pairs not in the file count 0); it orders candidates that explain as many
-//! members and carry the same rule weight, before entity kind, severity and
-//! start time. Without a `learned:` section ranking is unchanged.
+//! file. Loaded with the rules, they rank below declared causal rules: an
+//! alert `A` gets the mean, over the incident's other alert names `B`, of
+//! `score(A → B) − score(B → A)` (pairs not in the file count 0). That value
+//! picks a candidate entity's alert among its alerts of equal rule weight, and
+//! orders candidates that explain as many members and carry the same rule
+//! weight, before entity kind, severity and start time. When it decides, the
+//! candidate's explanation names the pair. Without a `learned:` section
+//! ranking is unchanged.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -174,7 +180,7 @@ pub struct Fitted {
 /// Why no model could be fitted.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
-    #[error("no labelled incidents with two or more alert names")]
+    #[error("no labelled incidents with two related alert names")]
     NoLabels,
     #[error("labelled incidents gave {0} positive and {1} negative pairs; need both")]
     OneClass(usize, usize),
