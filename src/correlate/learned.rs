@@ -859,6 +859,30 @@ mod tests {
     }
 
     #[test]
+    fn stored_incidents_label_their_ranked_root() {
+        // What `learn --data-dir` reads: incidents as the correlator ranked them.
+        let storm = crate::sim::simulate(&crate::sim::SimConfig {
+            seed: 12,
+            clusters: 4,
+            ..Default::default()
+        });
+        let run = storm.run(true).unwrap();
+        let labelled = labelled_from_incidents(&run.result.incidents);
+        assert!(labelled.len() >= 5, "{labelled:?}");
+        assert!(labelled
+            .iter()
+            .all(|l| l.members.len() > 1 && l.members.contains(&l.root)));
+        assert!(labelled
+            .iter()
+            .any(|l| l.root == "KubeNodeNotReady" && l.members.contains("KubePodNotReady")));
+        let (occs, _) = occurrences_from_jsonl(&storm.jsonl());
+        let opts = LearnOptions::default();
+        let pairs = mine(&occs, &storm.topology(), &opts);
+        let f = fit(&pairs, &labelled, 900.0, opts.min_support).unwrap();
+        assert!(!f.pairs.is_empty());
+    }
+
+    #[test]
     fn one_class_is_refused() {
         let labelled = vec![Labelled {
             root: "A".into(),
