@@ -200,6 +200,10 @@ enum Command {
         min_confidence: f64,
         #[arg(long, default_value_t = 1.2)]
         min_lift: f64,
+        /// Ground truth of a simulated history (`simulate --truth`): labels
+        /// for the learned ranking model, beside the store's incidents.
+        #[arg(long)]
+        truth: Option<PathBuf>,
         /// Where to write the suggested rules (`-` for stdout).
         #[arg(long, default_value = "-")]
         output: PathBuf,
@@ -504,6 +508,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             min_support,
             min_confidence,
             min_lift,
+            truth,
             output,
         } => stormcast::correlate::learn::run_cli(&stormcast::correlate::learn::LearnArgs {
             data_dir,
@@ -514,6 +519,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             min_support,
             min_confidence,
             min_lift,
+            truth,
             output,
         }),
         Command::Simulate {

@@ -1,11 +1,14 @@
 //! `stormcast learn`: mine recorded alert history for co-occurrence and
-//! precedence between alert names on related entities, and suggest rules.
+//! precedence between alert names on related entities, fit the learned
+//! ranking model on it, and suggest rules.
 //!
-//! This is association-rule mining (support, confidence, lift), a statistical
-//! computation, not a trained model. Two alert occurrences are *related* when
-//! they concern the same node, the same workload or the same namespace of one
-//! cluster (pods are placed on nodes and workloads through the topology when
-//! one is given), and *co-occur* when their starts are within `window`.
+//! Mining is association-rule counting (support, confidence, lift). Two alert
+//! occurrences are *related* when they concern the same node, the same
+//! workload or the same namespace of one cluster (pods are placed on nodes and
+//! workloads through the topology when one is given), or are both
+//! cluster-scoped (no node, workload or namespace: control plane, capacity) in
+//! one cluster, and *co-occur* when their starts are within `window`. Each
+//! pair of occurrences counts once, through its most specific relation.
 //! For a pair `A → B`:
 //! - `support`: occurrences of `A` with a related `B` starting at or after it
 //!   within the window;
@@ -13,13 +16,22 @@
 //! - `lift`: confidence over the share of all occurrences followed by a
 //!   related `B` (how much more likely `B` follows `A` than anything else);
 //! - `precedence`: of the related co-occurrences of the two names, the share
-//!   where `A` started first.
+//!   where `A` started first;
+//! - the mean lag from `A` to `B` and the share of each relation kind.
+//!
+//! Association is not cause: `KubeAPIErrorBudgetBurn` precedes and always
+//! accompanies `KubeAPIDown`, and `TargetDown` fires before
+//! `KubeNodeNotReady` only because of its shorter `for`. When labelled
+//! incidents are at hand (a store's incidents, or `--truth` for a simulated
+//! history), the [`learned`](super::learned) logistic regression scores each
+//! pair as cause or not, and the pairs it turns down are not suggested.
 //!
 //! The suggested rules list each name that explains others. A name without a
 //! loaded rule gets a `weight` above the names it explains; a name with one
 //! keeps its loaded `about`, `links` and `weight` (a comment notes when the
 //! learned order disagrees). Every pair is written as a comment with its
-//! figures.
+//! figures, and the fitted model's scores as the `learned:` section that the
+//! correlator ranks with.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -28,6 +40,7 @@ use chrono::Duration;
 
 use crate::domain::{Labels, Timestamp};
 
+use super::learned::Learned;
 use super::rules::{AboutKind, Rules};
 use super::topology::{workload_from_pod_name, Topology};
 
@@ -128,6 +141,13 @@ pub struct PairStat {
     pub confidence: f64,
     pub lift: f64,
     pub precedence: f64,
+    /// Mean start of `consequent` minus start of `antecedent` over their
+    /// related co-occurrences, in seconds (negative: `consequent` first).
+    pub mean_lag_secs: f64,
+    /// Share of the related co-occurrences relating through the same node,
+    /// the same workload, only the same namespace, and the same cluster
+    /// (cluster-scoped alerts); sums to 1.
+    pub relation: [f64; 4],
 }
 
 /// Thresholds for suggested rules.
@@ -148,6 +168,14 @@ impl Default for LearnOptions {
             min_lift: 1.2,
         }
     }
+}
+
+/// How two related occurrences relate, most specific first.
+const RELATIONS: [&str; 4] = ["node", "workload", "ns", "cluster"];
+
+fn relation_rank(key: &str) -> usize {
+    let kind = key.split('\x1f').next().unwrap_or_default();
+    RELATIONS.iter().position(|r| *r == kind).unwrap_or(3)
 }
 
 /// The entity keys an occurrence relates through.
@@ -193,6 +221,11 @@ fn keys(o: &Occurrence, topo: &Topology) -> Vec<String> {
     if !ns.is_empty() {
         k.push(format!("ns\x1f{cluster}\x1f{ns}"));
     }
+    // Cluster-scoped alerts (control plane, capacity) relate through their
+    // cluster.
+    if k.is_empty() && !cluster.is_empty() {
+        k.push(format!("cluster\x1f{cluster}"));
+    }
     k
 }
 
@@ -210,8 +243,20 @@ pub fn mine(occs: &[Occurrence], topo: &Topology, opts: &LearnOptions) -> Vec<Pa
     let mut followers: Vec<HashSet<&str>> = vec![HashSet::new(); occs.len()];
     // ordered[(a, b)]: related co-occurrences with a strictly first.
     let mut ordered: HashMap<(&str, &str), usize> = HashMap::new();
+    // lags[(a, b)]: (sum of b's start minus a's, in seconds, and count) with
+    // a no later than b; how[(a, b)]: co-occurrences by relation kind.
+    let mut lags: HashMap<(&str, &str), (f64, usize)> = HashMap::new();
+    let mut how: HashMap<(&str, &str), [usize; 4]> = HashMap::new();
     let mut seen_pairs: HashSet<(usize, usize)> = HashSet::new();
-    for idx in buckets.values_mut() {
+    // The most specific relation between two occurrences counts: nodes, then
+    // workloads, then namespaces (a pair is counted once).
+    let mut buckets: Vec<(usize, String, Vec<usize>)> = buckets
+        .into_iter()
+        .map(|(k, v)| (relation_rank(&k), k, v))
+        .collect();
+    buckets.sort_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)));
+    for (rel, _, idx) in buckets.iter_mut() {
+        let rel = *rel;
         idx.sort_by_key(|&i| occs[i].starts_at);
         for (p, &i) in idx.iter().enumerate() {
             for &j in &idx[p + 1..] {
@@ -223,6 +268,16 @@ pub fn mine(occs: &[Occurrence], topo: &Topology, opts: &LearnOptions) -> Vec<Pa
                     continue;
                 }
                 followers[i].insert(b);
+                let lag = (occs[j].starts_at - occs[i].starts_at).num_seconds() as f64;
+                for key in [(a, b), (b, a)] {
+                    how.entry(key).or_default()[rel] += 1;
+                }
+                let l = lags.entry((a, b)).or_default();
+                l.0 += lag;
+                l.1 += 1;
+                let l = lags.entry((b, a)).or_default();
+                l.0 -= lag;
+                l.1 += 1;
                 if occs[j].starts_at == occs[i].starts_at {
                     followers[j].insert(a);
                 } else {
@@ -264,6 +319,13 @@ pub fn mine(occs: &[Occurrence], topo: &Topology, opts: &LearnOptions) -> Vec<Pa
                 } else {
                     ab as f64 / (ab + ba) as f64
                 },
+                mean_lag_secs: lags
+                    .get(&(a, b))
+                    .map_or(0.0, |(sum, n)| sum / (*n).max(1) as f64),
+                relation: how.get(&(a, b)).map_or([0.0, 0.0, 0.0, 1.0], |h| {
+                    let n = h.iter().sum::<usize>().max(1) as f64;
+                    h.map(|c| c as f64 / n)
+                }),
             }
         })
         .collect();
@@ -303,14 +365,20 @@ fn about_name(a: AboutKind) -> &'static str {
 
 /// Renders suggested rules in the `rules/` format. Each antecedent gets a
 /// weight above every consequent it explains (starting from the loaded
-/// weights), keeping its loaded `about` and `links`.
+/// weights), keeping its loaded `about` and `links`. With a fitted model,
+/// a strong pair is suggested only when the model scores it a cause
+/// (score at least 0.5); the pairs it turns down are listed as comments.
 pub fn suggest_rules(
     pairs: &[PairStat],
     opts: &LearnOptions,
     rules: &Rules,
     occurrences: usize,
+    model: Option<&Learned>,
 ) -> String {
-    let strong = strong_pairs(pairs, opts);
+    let score = |p: &PairStat| model.and_then(|m| m.score(&p.antecedent, &p.consequent));
+    let (strong, refused): (Vec<&PairStat>, Vec<&PairStat>) = strong_pairs(pairs, opts)
+        .into_iter()
+        .partition(|p| model.is_none() || score(p).is_some_and(|s| s >= 0.5));
     let mut weight: BTreeMap<String, u32> = BTreeMap::new();
     for p in &strong {
         for n in [&p.antecedent, &p.consequent] {
@@ -348,9 +416,8 @@ pub fn suggest_rules(
         opts.min_confidence,
         opts.min_lift
     );
-    out.push_str("#\n# antecedent -> consequent: support, confidence, lift, precedence\n");
-    for p in &strong {
-        let _ = writeln!(
+    let line = |out: &mut String, p: &PairStat| {
+        let _ = write!(
             out,
             "#   {} -> {}: support {} of {}, confidence {:.2}, lift {:.2}, precedence {:.2}",
             p.antecedent,
@@ -361,6 +428,23 @@ pub fn suggest_rules(
             p.lift,
             p.precedence
         );
+        match score(p) {
+            Some(s) => {
+                let _ = writeln!(out, ", model score {s:.2}");
+            }
+            None if model.is_some() => out.push_str(", no model score\n"),
+            None => out.push('\n'),
+        }
+    };
+    out.push_str("#\n# antecedent -> consequent: support, confidence, lift, precedence\n");
+    for p in &strong {
+        line(&mut out, p);
+    }
+    if !refused.is_empty() {
+        out.push_str("#\n# Strong associations the model does not score as causes (below 0.5):\n");
+        for p in &refused {
+            line(&mut out, p);
+        }
     }
     let antecedents: BTreeMap<&str, Vec<&&PairStat>> =
         strong.iter().fold(BTreeMap::new(), |mut m, p| {
@@ -430,6 +514,8 @@ pub struct LearnArgs {
     pub min_support: usize,
     pub min_confidence: f64,
     pub min_lift: f64,
+    /// Simulator truth (`stormcast simulate --truth`): labels for the model.
+    pub truth: Option<std::path::PathBuf>,
     pub output: std::path::PathBuf,
 }
 
@@ -456,6 +542,7 @@ pub fn run_cli(args: &LearnArgs) -> anyhow::Result<std::process::ExitCode> {
         Rules::default()
     };
     let mut occs = Vec::new();
+    let mut labelled = Vec::new();
     if let Some(dir) = &args.data_dir {
         let cfg = crate::store::StoreConfig {
             path: dir.clone(),
@@ -464,6 +551,9 @@ pub fn run_cli(args: &LearnArgs) -> anyhow::Result<std::process::ExitCode> {
         let store = crate::store::Store::open(&cfg)
             .with_context(|| format!("opening store {}", dir.display()))?;
         occs.extend(occurrences_from_store(&store)?);
+        labelled.extend(super::learned::labelled_from_incidents(
+            &store.load_incidents()?,
+        ));
     }
     if let Some(input) = &args.input {
         let text = std::fs::read_to_string(input)
@@ -484,8 +574,44 @@ pub fn run_cli(args: &LearnArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         None => Topology::default(),
     };
+    if let Some(path) = &args.truth {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let truth: crate::sim::Truth = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing truth {}", path.display()))?;
+        labelled.extend(super::learned::labelled_from_truth(&truth, &occs));
+    }
     let pairs = mine(&occs, &topo, &opts);
-    let text = suggest_rules(&pairs, &opts, &rules, occs.len());
+    let fitted = super::learned::fit(
+        &pairs,
+        &labelled,
+        opts.window.num_seconds() as f64,
+        opts.min_support,
+    );
+    let text = match fitted {
+        Ok(fitted) => {
+            tracing::info!(
+                incidents = fitted.incidents,
+                pairs = fitted.pairs.len(),
+                train_accuracy = fitted.train_accuracy,
+                "Fitted the learned ranking signal"
+            );
+            let mut model = Learned::default();
+            model.add(&fitted.section(window));
+            let mut text = suggest_rules(&pairs, &opts, &rules, occs.len(), Some(&model));
+            text.push_str(&super::learned::render(&fitted, &window));
+            text
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "No learned ranking signal");
+            let mut text = suggest_rules(&pairs, &opts, &rules, occs.len(), None);
+            let _ = writeln!(
+                text,
+                "# No learned ranking signal: {e}. Labels come from a --data-dir\n\
+                 # holding incidents or from --truth."
+            );
+            text
+        }
+    };
     // The suggestions must load as a rules file.
     super::rules::parse_rules(&text)
         .map_err(|e| anyhow::anyhow!("suggested rules do not parse:\n{e}"))?;
@@ -534,7 +660,7 @@ mod tests {
         assert!(bare_conf < p.confidence, "{bare_conf} vs {p:?}");
 
         let rules = storm.rules();
-        let text = suggest_rules(&pairs, &opts, &rules, occs.len());
+        let text = suggest_rules(&pairs, &opts, &rules, occs.len(), None);
         let file = crate::correlate::rules::parse_rules(&text).expect(&text);
         let node = file
             .alerts
@@ -549,6 +675,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("learned.yaml"), &text).unwrap();
         Rules::load_dir(dir.path()).expect("suggestions load");
+    }
+
+    #[test]
+    fn the_cli_writes_a_rules_file_whose_learned_section_loads() {
+        let storm = crate::sim::simulate(&crate::sim::SimConfig {
+            seed: 31,
+            clusters: 6,
+            faults_per_cluster: 6,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("history.jsonl");
+        let truth = dir.path().join("truth.json");
+        let topo = dir.path().join("topo");
+        let rules_dir = dir.path().join("rules");
+        std::fs::write(&input, storm.jsonl()).unwrap();
+        std::fs::write(&truth, serde_json::to_vec(&storm.truth).unwrap()).unwrap();
+        storm.write_topology(&topo).unwrap();
+        std::fs::create_dir(&rules_dir).unwrap();
+        let args = |truth: Option<std::path::PathBuf>, out: &str| LearnArgs {
+            data_dir: None,
+            input: Some(input.clone()),
+            topology: Some(topo.clone()),
+            rules: dir.path().join("no-rules"),
+            window: "15m".into(),
+            min_support: 3,
+            min_confidence: 0.5,
+            min_lift: 1.2,
+            truth,
+            output: rules_dir.join(out),
+        };
+        run_cli(&args(Some(truth.clone()), "learned.yaml")).unwrap();
+        let text = std::fs::read_to_string(rules_dir.join("learned.yaml")).unwrap();
+        assert!(text.contains("model score"), "{text}");
+        let rules = Rules::load_dir(&rules_dir).expect(&text);
+        assert!(!rules.learned.is_empty());
+        let s = rules
+            .learned
+            .score("KubeNodeNotReady", "KubePodNotReady")
+            .expect("scored");
+        assert!(s > 0.5, "{s}");
+        // Without labels: association figures only, and the file says why.
+        run_cli(&args(None, "plain.yaml")).unwrap();
+        let text = std::fs::read_to_string(rules_dir.join("plain.yaml")).unwrap();
+        assert!(text.contains("No learned ranking signal"), "{text}");
+        assert!(!text.contains("learned:"), "{text}");
     }
 
     #[test]

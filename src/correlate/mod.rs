@@ -21,8 +21,9 @@
 //!    half of its pods fail, a zone when at least two nodes (and 30 % of the
 //!    zone) fail within 5 minutes and most of the zone's nodes are down.
 //! 4. Each incident ranks its failing entities by how many members they
-//!    explain (causal descendants), then rule weight, entity kind, severity and
-//!    start time, and explains the winner in one sentence.
+//!    explain (causal descendants), then rule weight, learned cause scores
+//!    (when the rules have a `learned:` section, [`learned`]), entity kind,
+//!    severity and start time, and explains the winner in one sentence.
 //!
 //! # Merge and split
 //! A late root cause attaches to the incident its symptoms opened. When an
@@ -35,6 +36,7 @@
 
 pub mod entity;
 pub mod learn;
+pub mod learned;
 pub mod live;
 pub mod rules;
 pub mod ruletest;
@@ -1065,6 +1067,7 @@ impl Correlator {
         // Candidates: failing entities (with a linking alert in this incident,
         // or inferred).
         let member_set: HashSet<usize> = slots.iter().copied().collect();
+        let names = self.learned_names(id);
         let mut cands: Vec<(Key, Option<usize>, usize)> = Vec::new();
         for (k, covered) in &cover {
             let e = &self.ents[*k as usize];
@@ -1076,8 +1079,10 @@ impl Correlator {
                 .collect();
             let best = own.iter().copied().max_by(|a, b| {
                 let (x, y) = (&self.slot_data[*a], &self.slot_data[*b]);
-                (x.weight, x.severity, std::cmp::Reverse(x.starts_at)).cmp(&(
+                let (lx, ly) = (names.value(x.fp), names.value(y.fp));
+                (x.weight, lx, x.severity, std::cmp::Reverse(x.starts_at)).cmp(&(
                     y.weight,
+                    ly,
                     y.severity,
                     std::cmp::Reverse(y.starts_at),
                 ))
@@ -1113,12 +1118,16 @@ impl Correlator {
             EntityKind::Pod | EntityKind::Container => 1,
             _ => 0,
         };
+        // Learned cause scores (rules `learned:`) order candidates that tie
+        // on coverage and rule weight.
+        let learned = self.learned_candidates(id, &names, &cands);
         cands.sort_by(|a, b| {
             let key = |c: &(Key, Option<usize>, usize)| {
                 let d = c.1.map(|s| &self.slot_data[s]);
                 (
                     c.2,
                     d.map_or(0, |d| d.weight),
+                    learned.get(&c.0).map_or(0, |l| l.0),
                     kind_rank(self.ents[c.0 as usize].entity.kind),
                     d.map_or(0, |d| d.severity),
                     std::cmp::Reverse(d.map(|d| d.starts_at)),
@@ -1170,6 +1179,10 @@ impl Correlator {
                 };
                 let explanation =
                     self.explain(*k, &what, cover.get(k).map_or(&[][..], Vec::as_slice), n);
+                let explanation = match learned.get(k).and_then(|l| l.1.as_deref()) {
+                    Some(note) => format!("{explanation}; {note}"),
+                    None => explanation,
+                };
                 RootCause {
                     fingerprint: fp,
                     labels,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_yaml, ConfigErrors, PromDuration};
 
+use super::learned::{Learned, LearnedSection};
+
 /// The shipped kube-prometheus rules, always loaded first.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/kube-prometheus.yaml");
 
@@ -114,6 +116,9 @@ pub struct RulesFile {
     pub grouping: GroupingRules,
     pub alerts: Vec<AlertRule>,
     pub services: Vec<ServiceRule>,
+    /// Learned cause scores between alert names (written by `stormcast
+    /// learn`): a ranking signal below the causal rules.
+    pub learned: Option<LearnedSection>,
 }
 
 /// A resolved app (workload or service) id: cluster, namespace, name.
@@ -129,6 +134,8 @@ pub struct Rules {
     alerts: HashMap<String, AlertRule>,
     /// (namespace, name) → entries (cluster-specific or fleet-wide).
     services: HashMap<(String, String), Vec<ServiceRule>>,
+    /// Learned cause scores (empty: ranking uses rules and topology only).
+    pub learned: Learned,
     /// Files the rules came from, for logs.
     pub files: Vec<PathBuf>,
 }
@@ -152,6 +159,7 @@ impl Rules {
             storm_min_per_minute: 20,
             alerts: HashMap::new(),
             services: HashMap::new(),
+            learned: Learned::default(),
             files: Vec::new(),
         }
     }
@@ -179,6 +187,9 @@ impl Rules {
                 .entry((s.namespace.clone(), s.name.clone()))
                 .or_default()
                 .push(s);
+        }
+        if let Some(l) = &f.learned {
+            self.learned.add(l);
         }
     }
 
@@ -348,6 +359,9 @@ pub fn parse_rules(text: &str) -> Result<RulesFile, ConfigErrors> {
                 format!("{}must be greater than 0", at("window:")),
             );
         }
+    }
+    if let Some(l) = &f.learned {
+        super::learned::validate(l, &at, &mut errs);
     }
     if let Some(s) = f.grouping.storm_factor {
         if s.is_nan() || s <= 1.0 {

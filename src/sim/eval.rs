@@ -27,14 +27,17 @@ pub struct Score {
     pub top1: f64,
     pub top3: f64,
     pub faults: usize,
+    /// Fault incidents with a root alert whose group names that alert as its
+    /// root cause.
+    pub alert_top1: f64,
 }
 
 impl std::fmt::Display for Score {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "alerts {:5}  lost {:3}  incidents {:4} vs true {:4}  pair P {:.3} R {:.3} F1 {:.3}  ARI {:.3}  root top-1 {:.3} top-3 {:.3} ({} faults)",
-            self.alerts, self.lost, self.incidents, self.true_incidents, self.precision, self.recall, self.f1, self.ari, self.top1, self.top3, self.faults
+            "alerts {:5}  lost {:3}  incidents {:4} vs true {:4}  pair P {:.3} R {:.3} F1 {:.3}  ARI {:.3}  root top-1 {:.3} top-3 {:.3} alert {:.3} ({} faults)",
+            self.alerts, self.lost, self.incidents, self.true_incidents, self.precision, self.recall, self.f1, self.ari, self.top1, self.top3, self.alert_top1, self.faults
         )
     }
 }
@@ -44,6 +47,8 @@ impl std::fmt::Display for Score {
 pub struct Group {
     pub members: Vec<Fingerprint>,
     pub ranked_roots: Vec<String>,
+    /// The alert named as the root cause, if any.
+    pub root_alert: Option<Fingerprint>,
 }
 
 /// Groups from stormcast incidents (absorbed, member-less incidents skipped).
@@ -61,6 +66,7 @@ pub fn groups_from_incidents(incidents: &[Incident]) -> Vec<Group> {
                     .map(|c| canonical_key(&c.entity))
                     .collect()
             },
+            root_alert: i.root_cause.fingerprint,
         })
         .collect()
 }
@@ -94,6 +100,7 @@ pub fn baseline_groups(
             Group {
                 members: v.iter().map(|a| a.0).collect(),
                 ranked_roots: vec![root],
+                root_alert: Some(v[0].0),
             }
         })
         .collect()
@@ -154,6 +161,7 @@ pub fn score(groups: &[Group], truth: &Truth) -> Score {
     };
     // Root cause: the predicted group holding most of a true incident's alerts.
     let (mut top1, mut top3) = (0usize, 0usize);
+    let (mut alert_top1, mut with_alert) = (0usize, 0usize);
     for inc in truth.incidents.iter().filter(|i| i.kind != "noise") {
         let mut votes: HashMap<usize, usize> = HashMap::new();
         for (fp, t) in &truth.alerts {
@@ -177,10 +185,17 @@ pub fn score(groups: &[Group], truth: &Truth) -> Score {
         if ranked.iter().take(3).any(|r| *r == inc.root_entity) {
             top3 += 1;
         }
+        if let Some(fp) = inc.root_fingerprint {
+            with_alert += 1;
+            alert_top1 += usize::from(groups[g].root_alert == Some(fp));
+        }
     }
     if s.faults > 0 {
         s.top1 = top1 as f64 / s.faults as f64;
         s.top3 = top3 as f64 / s.faults as f64;
+    }
+    if with_alert > 0 {
+        s.alert_top1 = alert_top1 as f64 / with_alert as f64;
     }
     s
 }

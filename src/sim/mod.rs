@@ -1199,12 +1199,21 @@ impl Storm {
 
     /// Replays the storm through the engine on a virtual clock.
     pub fn run(&self, with_topology: bool) -> anyhow::Result<Run> {
+        self.run_with(self.rules(), with_topology)
+    }
+
+    /// Like [`run`](Self::run) with other rules (a learned section added).
+    pub fn run_with(
+        &self,
+        rules: crate::correlate::Rules,
+        with_topology: bool,
+    ) -> anyhow::Result<Run> {
         let loaded = crate::app::Loaded {
             config: crate::config::Config::default(),
             ctx: crate::config::ValidateCtx {
                 base_dir: std::path::PathBuf::from("."),
             },
-            correlate: crate::correlate::CorrelateSettings::from_rules(self.rules()),
+            correlate: crate::correlate::CorrelateSettings::from_rules(rules),
             topology: std::sync::Arc::new(if with_topology {
                 self.topology()
             } else {
