@@ -4,6 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: the service allocates from
+/// several threads (HTTP workers, sled's flusher, the dispatcher), where
+/// glibc's per-thread arenas fragment into several times the live size.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stormcast::app;
 use stormcast::config::Overrides;
 
