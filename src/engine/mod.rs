@@ -9,7 +9,7 @@
 mod clock;
 pub mod heartbeat;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use crate::domain::{AlertState, DeliveryContext, Fingerprint, Incident, Timestam
 use crate::ingest::Delivery;
 use crate::metrics::{ClusterLabel, Metrics, TransitionLabel};
 use crate::notify::{Notification, Planner};
-use crate::store::{Store, StoreError};
+use crate::store::{Snapshotted, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -126,12 +126,12 @@ fn transition_name(t: Transition) -> &'static str {
     }
 }
 
-/// What one [`Engine::checkpoint`] wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpointed {
-    pub alerts: usize,
-    pub incidents: usize,
-}
+/// A snapshot is written once this many observations and incident events
+/// accumulated (or half the number of alert identities, if more)...
+const SNAPSHOT_CHANGES: u64 = 20_000;
+
+/// ...or once this long passed with any change.
+const SNAPSHOT_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// Totals since the engine started (or since replay began).
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
@@ -153,9 +153,9 @@ pub struct Engine {
     stats: EngineStats,
     planned: Vec<Notification>,
     heartbeat: Heartbeat,
-    /// Alert identities and incidents changed since the last checkpoint.
-    dirty_alerts: HashSet<Fingerprint>,
-    dirty_incidents: HashSet<String>,
+    /// Observations and incident events since the last snapshot.
+    changes: u64,
+    last_snapshot: Timestamp,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,7 +178,7 @@ impl Drop for Engine {
 impl Engine {
     pub fn new(clock: Arc<dyn Clock>, correlator: Correlator, planner: Planner) -> Self {
         Engine {
-            clock,
+            clock: clock.clone(),
             alerts: HashMap::new(),
             correlator,
             planner,
@@ -187,8 +187,8 @@ impl Engine {
             stats: EngineStats::default(),
             planned: Vec::new(),
             heartbeat: Heartbeat::disabled(),
-            dirty_alerts: HashSet::new(),
-            dirty_incidents: HashSet::new(),
+            changes: 0,
+            last_snapshot: clock.now(),
         }
     }
 
@@ -358,9 +358,7 @@ impl Engine {
             }
             // Re-deliveries bump counters too, so every observation marks the
             // state for the next checkpoint; only changes reach correlation.
-            if self.store.is_some() {
-                self.dirty_alerts.insert(id);
-            }
+            self.changes += 1;
             // The heartbeat proves the pipeline works; it is never an incident.
             if transition.is_change() && !self.heartbeat.is_heartbeat(&state.labels) {
                 self.correlator.stage(state, transition, now);
@@ -385,52 +383,55 @@ impl Engine {
         let due = self.planner.tick(now);
         self.planned.extend(due);
         self.update_gauges();
-        if let Err(e) = self.checkpoint() {
-            tracing::error!(error = %e, "Checkpoint failed; the journal still holds every delivery");
+        if self.snapshot_due(now) {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "Checkpoint failed; the journal still holds every delivery");
+            }
         }
     }
 
-    /// Writes every alert state and incident changed since the last
-    /// checkpoint, then moves the store's applied watermark up to the journal
-    /// entries whose effects they hold.
+    /// A snapshot is due once enough changed to be worth rewriting the state
+    /// (so its cost per observation stays constant as the state grows), or
+    /// anything changed and [`SNAPSHOT_INTERVAL`] passed (so a restart
+    /// re-applies at most that much of the journal).
+    fn snapshot_due(&self, now: Timestamp) -> bool {
+        self.store.is_some()
+            && self.changes > 0
+            && (self.changes >= SNAPSHOT_CHANGES.max(self.alerts.len() as u64 / 2)
+                || now - self.last_snapshot >= SNAPSHOT_INTERVAL)
+    }
+
+    /// Writes the whole alert and incident state as a snapshot, if anything
+    /// changed since the last one, and moves the store's applied watermark to
+    /// the journal entries whose effects it holds. `tick` calls it when due.
     ///
     /// The journal is the durable record of every acknowledged delivery, so
     /// state need not reach disk per observation: after a crash, start-up
-    /// loads the last checkpoint and re-applies the journal past its
-    /// watermark (re-applying a delivery is harmless). sled recovers a prefix
-    /// of its writes, so a watermark on disk implies the state written before it.
-    pub fn checkpoint(&mut self) -> Result<Checkpointed, StoreError> {
+    /// loads the last snapshot and re-applies the journal past its watermark
+    /// (re-applying a delivery is harmless).
+    pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
         let Some(store) = &self.store else {
-            return Ok(Checkpointed::default());
+            return Ok(Snapshotted::default());
         };
+        if self.changes == 0 {
+            return Ok(Snapshotted::default());
+        }
         // Taken first: every entry marked applied by now is in the state below.
         let watermark = store.applied_watermark();
-        let mut done = Checkpointed::default();
-        if !self.dirty_alerts.is_empty() {
-            let mut batch = sled::Batch::default();
-            for id in self.dirty_alerts.drain() {
-                if let Some(a) = self.alerts.get(&id) {
-                    batch.insert(&id.to_bytes(), crate::store::encode_alert(a));
-                    done.alerts += 1;
-                }
-            }
-            store.apply_alerts(batch)?;
-        }
-        if !self.dirty_incidents.is_empty() {
-            let mut batch = sled::Batch::default();
-            for id in self.dirty_incidents.drain() {
-                if let Some(i) = self.correlator.incident(&id) {
-                    batch.insert(id.as_bytes(), crate::store::encode_incident(i));
-                    done.incidents += 1;
-                }
-            }
-            store.apply_incidents(batch)?;
-        }
-        if let Some(w) = watermark {
-            if w > store.applied()? {
-                store.set_applied(w)?;
-            }
-        }
+        let started = std::time::Instant::now();
+        let done = store.write_snapshot(
+            self.alerts.values(),
+            self.correlator.incidents().into_iter(),
+            watermark,
+        )?;
+        tracing::debug!(
+            alerts = done.alerts,
+            incidents = done.incidents,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Snapshot written"
+        );
+        self.changes = 0;
+        self.last_snapshot = self.clock.now();
         Ok(done)
     }
 
@@ -451,9 +452,7 @@ impl Engine {
             let Some(incident) = self.correlator.incident(ev.id()) else {
                 continue;
             };
-            if self.store.is_some() {
-                self.dirty_incidents.insert(incident.id.clone());
-            }
+            self.changes += 1;
             if matches!(ev, IncidentEvent::Resolved { .. })
                 && self.correlator.merged_into(ev.id()).is_some()
             {
@@ -516,6 +515,7 @@ impl Engine {
     /// Drops resolved alerts and incidents past retention from memory (the
     /// store compacts itself separately).
     pub fn forget_before(&mut self, cutoff: Timestamp) {
+        self.changes += 1;
         self.alerts.retain(|_, a| {
             a.is_firing()
                 || a.ends_at.unwrap_or(a.last_received) >= cutoff

@@ -19,14 +19,21 @@ use tokio::sync::{mpsc, oneshot};
 pub use journal::JournalEntry;
 
 use crate::config::{ConfigErrors, PromDuration};
-use crate::domain::{AlertState, Fingerprint, Incident, Timestamp};
+use crate::domain::{AlertState, Incident, Timestamp};
 
 /// The on-disk layout version this build writes. Bump it with a migration in
 /// [`migrate`] whenever a tree's key or value format changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const APPLIED_KEY: &[u8] = b"journal_applied";
+const SNAPSHOT_KEY: &[u8] = b"snapshot_generation";
+
+/// Records per snapshot value: small enough to stay inline in sled's log
+/// (values over a quarter segment become separate files).
+const SNAPSHOT_CHUNK: usize = 200;
+const KIND_ALERT: u8 = b'a';
+const KIND_INCIDENT: u8 = b'i';
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -91,6 +98,11 @@ pub enum StoreError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Compacted {
     pub journal: usize,
+}
+
+/// What one snapshot wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshotted {
     pub alerts: usize,
     pub incidents: usize,
 }
@@ -103,8 +115,7 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     journal: sled::Tree,
-    alerts: sled::Tree,
-    incidents: sled::Tree,
+    snapshot: sled::Tree,
     flush_tx: Option<mpsc::UnboundedSender<FlushWaiter>>,
     inflight: std::sync::Arc<std::sync::Mutex<Inflight>>,
     journal_count: std::sync::Arc<JournalCount>,
@@ -195,8 +206,7 @@ impl Store {
                 ..Default::default()
             }),
             journal,
-            alerts: db.open_tree("alerts")?,
-            incidents: db.open_tree("incidents")?,
+            snapshot: db.open_tree("snapshot")?,
             meta,
             db,
             flush_tx,
@@ -396,60 +406,66 @@ impl Store {
         Ok(())
     }
 
-    pub fn put_alert(&self, a: &AlertState) -> Result<(), StoreError> {
-        self.alerts.insert(a.id.to_bytes(), encode_alert(a))?;
-        Ok(())
+    /// The generation of the snapshot on disk, 0 for none.
+    fn snapshot_generation(&self) -> Result<u64, StoreError> {
+        self.meta
+            .get(SNAPSHOT_KEY)?
+            .map_or(Ok(0), |v| decode_u64(&v, "meta"))
     }
 
-    /// Writes a batch of alert states (keys and values as [`encode_alert`]).
-    pub fn apply_alerts(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        self.alerts.apply_batch(batch)?;
-        Ok(())
+    /// Writes the whole alert and incident state as a new snapshot, then
+    /// moves the applied watermark to `applied`, then drops the previous
+    /// snapshot. sled recovers a prefix of its writes, so a crash at any
+    /// point leaves either the old snapshot with the old watermark or the new
+    /// one (with the old or the new watermark; re-applying journal entries
+    /// the state already holds is harmless).
+    pub fn write_snapshot<'a>(
+        &self,
+        alerts: impl Iterator<Item = &'a AlertState>,
+        incidents: impl Iterator<Item = &'a Incident>,
+        applied: Option<u64>,
+    ) -> Result<Snapshotted, StoreError> {
+        let old = self.snapshot_generation()?;
+        let generation = old + 1;
+        let out = Snapshotted {
+            alerts: write_chunks(&self.snapshot, generation, KIND_ALERT, alerts)?,
+            incidents: write_chunks(&self.snapshot, generation, KIND_INCIDENT, incidents)?,
+        };
+        self.meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
+        if let Some(w) = applied {
+            if w > self.applied()? {
+                self.set_applied(w)?;
+            }
+        }
+        for k in self.snapshot.range(..generation.to_be_bytes()).keys() {
+            self.snapshot.remove(k?)?;
+        }
+        Ok(out)
     }
 
-    /// Writes a batch of incidents (keys are ids, values as [`encode_incident`]).
-    pub fn apply_incidents(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        self.incidents.apply_batch(batch)?;
-        Ok(())
+    fn load_kind<T: serde::de::DeserializeOwned>(&self, kind: u8) -> Result<Vec<T>, StoreError> {
+        let mut prefix = self.snapshot_generation()?.to_be_bytes().to_vec();
+        prefix.push(kind);
+        let mut out = Vec::new();
+        for r in self.snapshot.scan_prefix(prefix) {
+            out.extend(decode_json::<Vec<T>>(&r?.1, "snapshot")?);
+        }
+        Ok(out)
     }
 
-    pub fn get_alert(&self, id: Fingerprint) -> Result<Option<AlertState>, StoreError> {
-        self.alerts
-            .get(id.to_bytes())?
-            .map(|v| decode_json(&v, "alerts"))
-            .transpose()
-    }
-
+    /// Every alert state in the latest snapshot.
     pub fn load_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
-        self.alerts
-            .iter()
-            .map(|r| decode_json(&r?.1, "alerts"))
-            .collect()
+        self.load_kind(KIND_ALERT)
     }
 
-    pub fn alert_count(&self) -> usize {
-        self.alerts.len()
-    }
-
-    pub fn put_incident(&self, i: &Incident) -> Result<(), StoreError> {
-        self.incidents.insert(i.id.as_bytes(), encode_incident(i))?;
-        Ok(())
-    }
-
-    pub fn remove_incident(&self, id: &str) -> Result<(), StoreError> {
-        self.incidents.remove(id.as_bytes())?;
-        Ok(())
-    }
-
+    /// Every incident in the latest snapshot.
     pub fn load_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        self.incidents
-            .iter()
-            .map(|r| decode_json(&r?.1, "incidents"))
-            .collect()
+        self.load_kind(KIND_INCIDENT)
     }
 
-    /// Drops resolved alerts and incidents older than `retention`, and journal
-    /// entries older than `journal_retention` that the engine has applied.
+    /// Drops journal entries older than `journal_retention` that the engine
+    /// has applied. (Resolved alerts and incidents past `retention` leave the
+    /// engine's memory, and so the next snapshot.)
     pub fn compact(&self, now: Timestamp, cfg: &StoreConfig) -> Result<Compacted, StoreError> {
         let mut out = Compacted::default();
         let applied = self.applied()?;
@@ -466,7 +482,7 @@ impl Store {
                 break;
             }
             let removable = seq <= applied
-                && !JournalEntry::decode_time(&v).is_some_and(|at| at >= journal_cutoff);
+                && JournalEntry::decode_time(&v).is_none_or(|at| at < journal_cutoff);
             if removable {
                 self.journal.remove(k)?;
                 out.journal += 1;
@@ -482,26 +498,6 @@ impl Store {
         if counting {
             count.base.store(kept_at_open, Ordering::Relaxed);
             count.counted.store(true, Ordering::Release);
-        }
-        let cutoff = now - cfg.retention.as_chrono();
-        for r in self.alerts.iter() {
-            let (k, v) = r?;
-            let a: AlertState = decode_json(&v, "alerts")?;
-            if !a.is_firing()
-                && a.ends_at.unwrap_or(a.last_received) < cutoff
-                && a.last_received < cutoff
-            {
-                self.alerts.remove(k)?;
-                out.alerts += 1;
-            }
-        }
-        for r in self.incidents.iter() {
-            let (k, v) = r?;
-            let i: Incident = decode_json(&v, "incidents")?;
-            if i.resolved_at.is_some_and(|t| t < cutoff) {
-                self.incidents.remove(k)?;
-                out.incidents += 1;
-            }
         }
         Ok(out)
     }
@@ -527,12 +523,85 @@ pub struct Migration {
 /// Every layout change since the first release, in order. To change a tree's
 /// key or value format: bump [`SCHEMA_VERSION`], append a step here, and add
 /// a test that opens a store written in the old layout.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    what:
-        "stamp the schema version on stores that predate it; check every alert and incident decodes",
-    run: migrate_0_to_1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        what: "stamp the schema version on stores that predate it; check every alert and incident decodes",
+        run: migrate_0_to_1,
+    },
+    Migration {
+        to: 2,
+        what: "move alert and incident records into a snapshot written once per checkpoint",
+        run: migrate_1_to_2,
+    },
+];
+
+/// Version 1 kept one record per alert identity and per incident, written as
+/// they changed; version 2 keeps them in chunked snapshots. Safe to re-run:
+/// the old trees are cleared only after the snapshot is stamped.
+fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
+    let (alerts, incidents) = (db.open_tree("alerts")?, db.open_tree("incidents")?);
+    if alerts.is_empty() && incidents.is_empty() {
+        return Ok(());
+    }
+    let a: Vec<AlertState> = alerts
+        .iter()
+        .map(|r| decode_json(&r?.1, "alerts"))
+        .collect::<Result<_, _>>()?;
+    let i: Vec<Incident> = incidents
+        .iter()
+        .map(|r| decode_json(&r?.1, "incidents"))
+        .collect::<Result<_, _>>()?;
+    let meta = db.open_tree("meta")?;
+    let snapshot = db.open_tree("snapshot")?;
+    let generation = meta
+        .get(SNAPSHOT_KEY)?
+        .map_or(Ok(0), |v| decode_u64(&v, "meta"))?
+        + 1;
+    write_chunks(&snapshot, generation, KIND_ALERT, a.iter())?;
+    write_chunks(&snapshot, generation, KIND_INCIDENT, i.iter())?;
+    meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
+    for k in snapshot.range(..generation.to_be_bytes()).keys() {
+        snapshot.remove(k?)?;
+    }
+    db.flush()?;
+    alerts.clear()?;
+    incidents.clear()?;
+    Ok(())
+}
+
+/// Writes `items` as JSON arrays of [`SNAPSHOT_CHUNK`] under
+/// `generation ++ kind ++ chunk number`; returns how many.
+fn write_chunks<'a, T: Serialize + 'a>(
+    tree: &sled::Tree,
+    generation: u64,
+    kind: u8,
+    items: impl Iterator<Item = &'a T>,
+) -> Result<usize, StoreError> {
+    let mut key = generation.to_be_bytes().to_vec();
+    key.push(kind);
+    let mut chunk: Vec<&T> = Vec::with_capacity(SNAPSHOT_CHUNK);
+    let (mut n, mut written) = (0u32, 0usize);
+    let mut flush = |chunk: &mut Vec<&T>| -> Result<(), StoreError> {
+        let mut k = key.clone();
+        k.extend_from_slice(&n.to_be_bytes());
+        tree.insert(k, serde_json::to_vec(chunk).expect("snapshot serialises"))?;
+        written += chunk.len();
+        n += 1;
+        chunk.clear();
+        Ok(())
+    };
+    for item in items {
+        chunk.push(item);
+        if chunk.len() == SNAPSHOT_CHUNK {
+            flush(&mut chunk)?;
+        }
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk)?;
+    }
+    Ok(written)
+}
 
 /// Stores written before the schema key existed share version 1's layout;
 /// the step only proves it by decoding every record, so a store that is not
@@ -566,7 +635,7 @@ pub fn run_migrations(db: &sled::Db, from: u32, steps: &[Migration]) -> Result<(
 }
 
 fn has_data(db: &sled::Db) -> Result<bool, StoreError> {
-    for name in ["alerts", "incidents", "journal"] {
+    for name in ["alerts", "incidents", "journal", "snapshot"] {
         if db
             .tree_names()
             .iter()
@@ -596,16 +665,6 @@ async fn group_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<FlushWaiter
             let _ = w.send(result.clone());
         }
     }
-}
-
-/// The stored form of an alert state.
-pub fn encode_alert(a: &AlertState) -> Vec<u8> {
-    serde_json::to_vec(a).expect("alert state serialises")
-}
-
-/// The stored form of an incident.
-pub fn encode_incident(i: &Incident) -> Vec<u8> {
-    serde_json::to_vec(i).expect("incident serialises")
 }
 
 fn decode_u32(v: &[u8], tree: &'static str) -> Result<u32, StoreError> {
@@ -660,6 +719,53 @@ mod tests {
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     }
 
+    fn state(i: u32) -> AlertState {
+        let labels: crate::domain::Labels =
+            [("alertname", "A".to_owned()), ("pod", format!("p{i}"))]
+                .into_iter()
+                .collect();
+        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        AlertState {
+            id: labels.fingerprint(),
+            am_fingerprint: None,
+            cluster: crate::domain::ClusterId::new("c"),
+            labels,
+            annotations: Default::default(),
+            status: crate::domain::AlertStatus::Firing,
+            starts_at: t,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: String::new(),
+            source: "s".into(),
+            first_received: t,
+            last_received: t,
+            flaps: 0,
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn snapshots_replace_each_other_and_move_the_watermark() {
+        let s = Store::temporary().unwrap();
+        assert!(s.load_alerts().unwrap().is_empty());
+        let first: Vec<AlertState> = (0..450).map(state).collect();
+        let w = s
+            .write_snapshot(first.iter(), std::iter::empty(), Some(7))
+            .unwrap();
+        assert_eq!(w.alerts, 450);
+        assert_eq!(s.load_alerts().unwrap(), first);
+        assert_eq!(s.applied().unwrap(), 7);
+
+        // A smaller state later: nothing of the first snapshot survives, and
+        // the watermark never moves back.
+        let second: Vec<AlertState> = (1000..1010).map(state).collect();
+        s.write_snapshot(second.iter(), std::iter::empty(), Some(3))
+            .unwrap();
+        assert_eq!(s.load_alerts().unwrap(), second);
+        assert_eq!(s.applied().unwrap(), 7);
+        assert_eq!(s.snapshot.len(), 1, "one chunk left");
+    }
+
     #[tokio::test]
     async fn journal_round_trip_and_compaction() {
         let s = Store::temporary().unwrap();
@@ -682,5 +788,6 @@ mod tests {
         let c = s.compact(t0 + chrono::Duration::days(2), &cfg).unwrap();
         assert_eq!(c.journal, 1);
         assert_eq!(s.journal_len(), 2);
+        assert_eq!(s.journal_entries(), Some(2), "kept count matches the tree");
     }
 }
