@@ -292,6 +292,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let batch = {
         let mut e = engine.lock().expect("engine lock");
         e.tick();
+        if let Err(err) = e.checkpoint() {
+            tracing::error!(error = %err, "Final snapshot failed; the journal still holds every delivery");
+        }
         let planned = e.take_planned();
         snapshot_planned(&e, planned)
     };
@@ -367,14 +370,23 @@ async fn run_ticker(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let batch = {
+                let (batch, snapshot) = {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
                     let planned = e.take_planned();
-                    snapshot_planned(&e, planned)
+                    (snapshot_planned(&e, planned), e.snapshot_if_due())
                 };
                 if enqueue_planned(&outlet.dispatcher, batch) > 0 {
                     outlet.wake.notify_waiters();
+                }
+                // Written outside the lock, and awaited, so snapshots land in order.
+                if let Some(snapshot) = snapshot {
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || store.write_encoded_snapshot(snapshot)).await {
+                        Ok(Ok(s)) => tracing::debug!(alerts = s.alerts, incidents = s.incidents, "Snapshot written"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "Snapshot failed; the journal still holds every delivery"),
+                        Err(e) => tracing::error!(error = %e, "Snapshot panicked"),
+                    }
                 }
             }
             _ = compact.tick() => {

@@ -23,7 +23,7 @@ use crate::domain::{AlertState, DeliveryContext, Fingerprint, Incident, Timestam
 use crate::ingest::Delivery;
 use crate::metrics::{ClusterLabel, Metrics, TransitionLabel};
 use crate::notify::{Notification, Planner};
-use crate::store::{Snapshotted, Store, StoreError};
+use crate::store::{EncodedSnapshot, Snapshotted, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -127,11 +127,11 @@ fn transition_name(t: Transition) -> &'static str {
 }
 
 /// A snapshot is written once this many observations and incident events
-/// accumulated (or half the number of alert identities, if more)...
-const SNAPSHOT_CHANGES: u64 = 20_000;
+/// accumulated (or as many as there are alert identities, if more)...
+const SNAPSHOT_CHANGES: u64 = 50_000;
 
 /// ...or once this long passed with any change.
-const SNAPSHOT_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+const SNAPSHOT_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// Totals since the engine started (or since replay began).
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
@@ -383,56 +383,57 @@ impl Engine {
         let due = self.planner.tick(now);
         self.planned.extend(due);
         self.update_gauges();
-        if self.snapshot_due(now) {
-            if let Err(e) = self.checkpoint() {
-                tracing::error!(error = %e, "Checkpoint failed; the journal still holds every delivery");
-            }
-        }
     }
 
     /// A snapshot is due once enough changed to be worth rewriting the state
     /// (so its cost per observation stays constant as the state grows), or
     /// anything changed and [`SNAPSHOT_INTERVAL`] passed (so a restart
-    /// re-applies at most that much of the journal).
+    /// re-applies little of the journal).
     fn snapshot_due(&self, now: Timestamp) -> bool {
         self.store.is_some()
             && self.changes > 0
-            && (self.changes >= SNAPSHOT_CHANGES.max(self.alerts.len() as u64 / 2)
+            && (self.changes >= SNAPSHOT_CHANGES.max(self.alerts.len() as u64)
                 || now - self.last_snapshot >= SNAPSHOT_INTERVAL)
     }
 
-    /// Writes the whole alert and incident state as a snapshot, if anything
-    /// changed since the last one, and moves the store's applied watermark to
-    /// the journal entries whose effects it holds. `tick` calls it when due.
+    /// The whole alert and incident state, encoded for
+    /// [`Store::write_encoded_snapshot`], when a snapshot is due. `serve`
+    /// calls this after each tick and writes the result without holding the
+    /// engine's lock; snapshots must be written in the order they were taken.
     ///
     /// The journal is the durable record of every acknowledged delivery, so
     /// state need not reach disk per observation: after a crash, start-up
     /// loads the last snapshot and re-applies the journal past its watermark
     /// (re-applying a delivery is harmless).
-    pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(Snapshotted::default());
-        };
-        if self.changes == 0 {
-            return Ok(Snapshotted::default());
-        }
-        // Taken first: every entry marked applied by now is in the state below.
-        let watermark = store.applied_watermark();
-        let started = std::time::Instant::now();
-        let done = store.write_snapshot(
+    pub fn snapshot_if_due(&mut self) -> Option<EncodedSnapshot> {
+        let now = self.clock.now();
+        self.snapshot_due(now).then(|| self.take_snapshot())
+    }
+
+    fn take_snapshot(&mut self) -> EncodedSnapshot {
+        // The watermark first: every entry marked applied by now is in the state.
+        let watermark = self.store.as_ref().and_then(Store::applied_watermark);
+        let s = EncodedSnapshot::new(
             self.alerts.values(),
             self.correlator.incidents().into_iter(),
             watermark,
-        )?;
-        tracing::debug!(
-            alerts = done.alerts,
-            incidents = done.incidents,
-            took_ms = started.elapsed().as_millis() as u64,
-            "Snapshot written"
         );
         self.changes = 0;
         self.last_snapshot = self.clock.now();
-        Ok(done)
+        s
+    }
+
+    /// Writes a snapshot now if anything changed since the last one (start-up
+    /// recovery, shutdown, tools and tests).
+    pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
+        if self.store.is_none() || self.changes == 0 {
+            return Ok(Snapshotted::default());
+        }
+        let s = self.take_snapshot();
+        self.store
+            .as_ref()
+            .expect("checked")
+            .write_encoded_snapshot(s)
     }
 
     /// The earliest time [`tick`](Self::tick) has work to do.

@@ -29,9 +29,10 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const APPLIED_KEY: &[u8] = b"journal_applied";
 const SNAPSHOT_KEY: &[u8] = b"snapshot_generation";
 
-/// Records per snapshot value: small enough to stay inline in sled's log
-/// (values over a quarter segment become separate files).
-const SNAPSHOT_CHUNK: usize = 200;
+/// Records per snapshot value. Large on purpose: sled writes values over a
+/// quarter segment (128 KiB) as files of their own, one sequential write,
+/// where smaller ones would split and rewrite tree nodes.
+const SNAPSHOT_CHUNK: usize = 2000;
 const KIND_ALERT: u8 = b'a';
 const KIND_INCIDENT: u8 = b'i';
 
@@ -425,12 +426,16 @@ impl Store {
         incidents: impl Iterator<Item = &'a Incident>,
         applied: Option<u64>,
     ) -> Result<Snapshotted, StoreError> {
-        let old = self.snapshot_generation()?;
-        let generation = old + 1;
-        let out = Snapshotted {
-            alerts: write_chunks(&self.snapshot, generation, KIND_ALERT, alerts)?,
-            incidents: write_chunks(&self.snapshot, generation, KIND_INCIDENT, incidents)?,
-        };
+        self.write_encoded_snapshot(EncodedSnapshot::new(alerts, incidents, applied))
+    }
+
+    /// [`write_snapshot`](Self::write_snapshot) for a snapshot encoded
+    /// earlier, so the caller can hold its lock only while encoding.
+    pub fn write_encoded_snapshot(&self, s: EncodedSnapshot) -> Result<Snapshotted, StoreError> {
+        let generation = self.snapshot_generation()? + 1;
+        put_chunks(&self.snapshot, generation, KIND_ALERT, s.alerts)?;
+        put_chunks(&self.snapshot, generation, KIND_INCIDENT, s.incidents)?;
+        let (out, applied) = (s.counts, s.applied);
         self.meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
         if let Some(w) = applied {
             if w > self.applied()? {
@@ -558,8 +563,13 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
         .get(SNAPSHOT_KEY)?
         .map_or(Ok(0), |v| decode_u64(&v, "meta"))?
         + 1;
-    write_chunks(&snapshot, generation, KIND_ALERT, a.iter())?;
-    write_chunks(&snapshot, generation, KIND_INCIDENT, i.iter())?;
+    put_chunks(&snapshot, generation, KIND_ALERT, encode_chunks(a.iter()).0)?;
+    put_chunks(
+        &snapshot,
+        generation,
+        KIND_INCIDENT,
+        encode_chunks(i.iter()).0,
+    )?;
     meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
     for k in snapshot.range(..generation.to_be_bytes()).keys() {
         snapshot.remove(k?)?;
@@ -570,37 +580,70 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes `items` as JSON arrays of [`SNAPSHOT_CHUNK`] under
-/// `generation ++ kind ++ chunk number`; returns how many.
-fn write_chunks<'a, T: Serialize + 'a>(
-    tree: &sled::Tree,
-    generation: u64,
-    kind: u8,
+/// The whole alert and incident state, serialised into chunk values.
+#[derive(Debug)]
+pub struct EncodedSnapshot {
+    alerts: Vec<Vec<u8>>,
+    incidents: Vec<Vec<u8>>,
+    counts: Snapshotted,
+    applied: Option<u64>,
+}
+
+impl EncodedSnapshot {
+    /// `applied`: the journal watermark the state reflects, if known.
+    pub fn new<'a>(
+        alerts: impl Iterator<Item = &'a AlertState>,
+        incidents: impl Iterator<Item = &'a Incident>,
+        applied: Option<u64>,
+    ) -> Self {
+        let (alerts, a) = encode_chunks(alerts);
+        let (incidents, i) = encode_chunks(incidents);
+        EncodedSnapshot {
+            alerts,
+            incidents,
+            counts: Snapshotted {
+                alerts: a,
+                incidents: i,
+            },
+            applied,
+        }
+    }
+}
+
+/// `items` as JSON arrays of [`SNAPSHOT_CHUNK`]; and how many.
+fn encode_chunks<'a, T: Serialize + 'a>(
     items: impl Iterator<Item = &'a T>,
-) -> Result<usize, StoreError> {
-    let mut key = generation.to_be_bytes().to_vec();
-    key.push(kind);
+) -> (Vec<Vec<u8>>, usize) {
+    let (mut out, mut n) = (Vec::new(), 0);
     let mut chunk: Vec<&T> = Vec::with_capacity(SNAPSHOT_CHUNK);
-    let (mut n, mut written) = (0u32, 0usize);
-    let mut flush = |chunk: &mut Vec<&T>| -> Result<(), StoreError> {
-        let mut k = key.clone();
-        k.extend_from_slice(&n.to_be_bytes());
-        tree.insert(k, serde_json::to_vec(chunk).expect("snapshot serialises"))?;
-        written += chunk.len();
-        n += 1;
-        chunk.clear();
-        Ok(())
-    };
     for item in items {
         chunk.push(item);
+        n += 1;
         if chunk.len() == SNAPSHOT_CHUNK {
-            flush(&mut chunk)?;
+            out.push(serde_json::to_vec(&chunk).expect("snapshot serialises"));
+            chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        flush(&mut chunk)?;
+        out.push(serde_json::to_vec(&chunk).expect("snapshot serialises"));
     }
-    Ok(written)
+    (out, n)
+}
+
+/// Stores chunk values under `generation ++ kind ++ chunk number`.
+fn put_chunks(
+    tree: &sled::Tree,
+    generation: u64,
+    kind: u8,
+    chunks: Vec<Vec<u8>>,
+) -> Result<(), StoreError> {
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let mut k = generation.to_be_bytes().to_vec();
+        k.push(kind);
+        k.extend_from_slice(&(n as u32).to_be_bytes());
+        tree.insert(k, chunk)?;
+    }
+    Ok(())
 }
 
 /// Stores written before the schema key existed share version 1's layout;
