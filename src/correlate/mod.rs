@@ -123,6 +123,14 @@ type Key = u32;
 /// 15m) and node readiness lags a lost node by up to a few minutes.
 const SCRAPE_ONSET_SECS: i64 = 600;
 const ZONE_ONSET_SECS: i64 = 300;
+/// How long before its cause's own alert condition a symptom may begin: a
+/// node is marked NotReady 40-50s after it is lost, and its pods' readiness,
+/// scrapes and callers fail at once; kube-state-metrics reports both a
+/// scrape interval or two later.
+const SYMPTOM_LEAD_SECS: i64 = 300;
+/// A failing workload or service and the alerts it explains (its pods, its
+/// callers' error rates) begin this close together.
+const LOGICAL_ONSET_SECS: i64 = 300;
 
 /// One alert episode in the union-find.
 #[derive(Debug, Clone)]
@@ -306,6 +314,36 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// The live alert of failing `k` whose onset is closest to `s`'s, if one
+    /// began within the grouping window of it (an inferred failure counts by
+    /// the onset of the alert it was inferred from). A symptom begins with its
+    /// cause: an alert that starts long after a node went down is not about
+    /// the node being down.
+    fn failing_near(&self, k: Key, s: usize, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        let at = self.slot_data[s].starts_at;
+        e.failing
+            .iter()
+            .copied()
+            .filter(|f| self.active(*f, now) && self.explains(*f, s))
+            .chain(
+                e.inferred
+                    .filter(|f| self.slot_data[*f].alive && self.explains(*f, s)),
+            )
+            .min_by_key(|f| (self.slot_data[*f].starts_at - at).num_seconds().abs())
+    }
+
+    /// Whether the failure alert `cause` can explain alert `effect` by time:
+    /// the effect began at most `SYMPTOM_LEAD_SECS` before the cause (an
+    /// alert condition on the cause can lag the failure itself) and within the
+    /// grouping window after it.
+    fn explains(&self, cause: usize, effect: usize) -> bool {
+        let w = self.settings.rules.window.as_chrono().num_seconds();
+        let gap =
+            (self.slot_data[effect].starts_at - self.slot_data[cause].starts_at).num_seconds();
+        (-SYMPTOM_LEAD_SECS..=w).contains(&gap)
+    }
+
     /// Whether two alerts began within the grouping window of each other.
     fn near(&self, a: usize, b: usize) -> bool {
         let w = self.settings.rules.window.as_chrono();
@@ -333,6 +371,25 @@ impl Correlator {
                 .filter(|s| self.slot_data[*s].alive)
                 .map(|s| (s, self.slot_data[s].starts_at))
         })
+    }
+
+    /// The failure alert of logical parent `k` (a workload or service) that
+    /// can explain `s`: among its live failing alerts that do not only mirror
+    /// failing nodes, the one whose onset is closest to `s`'s, if within
+    /// `LOGICAL_ONSET_SECS` of it. A failing dependency hurts its callers at
+    /// once, so an error rate that rose ten minutes after a Deployment lost a
+    /// replica is not about that.
+    fn logical_near(&self, k: Key, s: usize, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        let at = self.slot_data[s].starts_at;
+        let gap = |f: usize| (self.slot_data[f].starts_at - at).num_seconds().abs();
+        e.failing
+            .iter()
+            .copied()
+            .filter(|f| !self.slot_data[*f].attached_infra && self.active(*f, now))
+            .chain(e.inferred.filter(|f| self.slot_data[*f].alive))
+            .filter(|f| gap(*f) <= LOGICAL_ONSET_SECS)
+            .min_by_key(|f| gap(*f))
     }
 
     fn new_slot(&mut self, alert: &AlertState) -> usize {
@@ -387,6 +444,7 @@ impl Correlator {
     }
 
     /// Joins the components of `a` and `b`, merging their incidents.
+    #[track_caller]
     fn union(&mut self, a: usize, b: usize, now: Timestamp, touched: &mut Vec<String>) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
@@ -467,7 +525,7 @@ impl Correlator {
         let touchers = self.ents[k as usize].touch.clone();
         if infra {
             for t in touchers {
-                if self.active(t, now) && self.near(rep, t) {
+                if self.active(t, now) && self.explains(rep, t) {
                     // An alert already grouped with others (a bad rollout's
                     // pod) that began well apart from this failure stays
                     // with its own problem instead of merging two incidents.
@@ -494,7 +552,12 @@ impl Correlator {
                 }
                 if self.slot_data[t].infra_mode {
                     fallback.get_or_insert(t);
-                } else if !self.slot_data[t].logical_linked && self.near(rep, t) {
+                } else if !self.slot_data[t].logical_linked
+                    && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
+                        .num_seconds()
+                        .abs()
+                        <= LOGICAL_ONSET_SECS
+                {
                     linked = true;
                     self.slot_data[t].logical_linked = true;
                     self.union(rep, t, now, touched);
@@ -596,7 +659,7 @@ impl Correlator {
         // Through failing infrastructure first, logical parents otherwise.
         let mut infra_linked = false;
         for k in &d.infra {
-            if let Some(r) = self.failing_rep(*k, now) {
+            if let Some(r) = self.failing_near(*k, s, now) {
                 if self.ents[*k as usize].entity.kind == EntityKind::Zone
                     && (self.slot_data[r].starts_at - d.starts_at)
                         .num_seconds()
@@ -617,10 +680,13 @@ impl Correlator {
             let best = d
                 .logical
                 .iter()
-                .filter_map(|k| self.logical_rep(*k, now))
-                .filter(|(r, _)| self.near(*r, s))
-                .min_by_key(|(_, since)| (*since - d.starts_at).num_seconds().abs());
-            if let Some((r, _)) = best {
+                .filter_map(|k| self.logical_near(*k, s, now))
+                .min_by_key(|r| {
+                    (self.slot_data[*r].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                });
+            if let Some(r) = best {
                 self.slot_data[s].logical_linked = true;
                 self.union(s, r, now, touched);
             }
@@ -677,11 +743,33 @@ impl Correlator {
         if d.links && d.firing {
             let k = d.primary;
             let was = self.failing_rep(k, now);
+            // Another alert on the same entity joins it when it began within
+            // the grouping window or while the other is still firing (a full
+            // disk raises DiskPressure 25 minutes in); otherwise it is a new
+            // problem.
+            let node = self.ents[k as usize].entity.kind == EntityKind::Node;
+            let same = self.ents[k as usize]
+                .failing
+                .iter()
+                .copied()
+                .filter(|f| self.active(*f, now))
+                .filter(|f| self.near(*f, s) || (node && self.slot_data[*f].firing))
+                .chain(
+                    self.ents[k as usize]
+                        .inferred
+                        .filter(|f| self.slot_data[*f].alive && self.near(*f, s)),
+                )
+                .min_by_key(|f| {
+                    (self.slot_data[*f].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                });
             self.ents[k as usize].failing.push(s);
             match was {
-                // Another episode on the same entity joins it when it began
-                // within the grouping window; otherwise it is a new problem.
-                Some(r) if self.near(r, s) => self.union(s, r, now, touched),
+                Some(_) if same.is_some() => {
+                    let r = same.unwrap_or(s);
+                    self.union(s, r, now, touched)
+                }
                 Some(_) => {}
                 None => {
                     let infra = matches!(
