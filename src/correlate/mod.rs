@@ -392,6 +392,28 @@ impl Correlator {
             .min_by_key(|f| gap(*f))
     }
 
+    /// Whether workload `w` is failing on its own: it has a failure alert
+    /// (not one that mirrors failing nodes) near `s`, and a failing pod other
+    /// than `s`'s on a node other than `node` that is not failing itself.
+    /// Such a pod problem is the workload's (a bad rollout, a crashing
+    /// dependency), and its node's trouble does not explain it.
+    fn failing_elsewhere(&self, w: Key, node: Key, s: usize, now: Timestamp) -> bool {
+        if self.logical_near(w, s, now).is_none() {
+            return false;
+        }
+        let me = self.slot_data[s].primary;
+        self.ents[w as usize].touch.iter().any(|t| {
+            let td = &self.slot_data[*t];
+            td.links
+                && td.primary != me
+                && self.active(*t, now)
+                && td
+                    .infra
+                    .first()
+                    .is_some_and(|n| *n != node && self.failing_rep(*n, now).is_none())
+        })
+    }
+
     fn new_slot(&mut self, alert: &AlertState) -> usize {
         let r = entity::resolve(
             &alert.labels,
@@ -444,7 +466,6 @@ impl Correlator {
     }
 
     /// Joins the components of `a` and `b`, merging their incidents.
-    #[track_caller]
     fn union(&mut self, a: usize, b: usize, now: Timestamp, touched: &mut Vec<String>) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
@@ -526,6 +547,16 @@ impl Correlator {
         if infra {
             for t in touchers {
                 if self.active(t, now) && self.explains(rep, t) {
+                    // A pod already grouped with its workload's own failure
+                    // (its pods fail on healthy nodes too) stays there.
+                    let td = &self.slot_data[t];
+                    if td.logical_linked
+                        && td
+                            .owner
+                            .is_some_and(|w| self.failing_elsewhere(w, k, t, now))
+                    {
+                        continue;
+                    }
                     // An alert already grouped with others (a bad rollout's
                     // pod) that began well apart from this failure stays
                     // with its own problem instead of merging two incidents.
@@ -550,8 +581,14 @@ impl Correlator {
                 if !self.active(t, now) {
                     continue;
                 }
+                let gap = (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
+                    .num_seconds()
+                    .abs();
                 if self.slot_data[t].infra_mode {
-                    fallback.get_or_insert(t);
+                    // The pod on a failing node that failed closest to it.
+                    if gap <= LOGICAL_ONSET_SECS && fallback.is_none_or(|(g, _)| gap < g) {
+                        fallback = Some((gap, t));
+                    }
                 } else if !self.slot_data[t].logical_linked
                     && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
                         .num_seconds()
@@ -565,7 +602,7 @@ impl Correlator {
                     linked = true;
                 }
             }
-            if let (false, Some(t)) = (linked, fallback) {
+            if let (false, Some((_, t))) = (linked, fallback) {
                 self.slot_data[rep].attached_infra = true;
                 self.union(rep, t, now, touched);
             }
@@ -653,12 +690,24 @@ impl Correlator {
     /// Links a new alert slot to what is failing around it.
     fn link(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
         let d = self.slot_data[s].clone();
+        if !d.links {
+            // Informational alerts (CPU throttling, a maxed-out autoscaler)
+            // are no failure: they explain nothing and nothing explains them.
+            return;
+        }
         for k in d.infra.iter().chain(d.logical.iter()) {
             self.ents[*k as usize].touch.push(s);
         }
-        // Through failing infrastructure first, logical parents otherwise.
+        // Through failing infrastructure first, logical parents otherwise;
+        // but a pod whose workload is failing on healthy nodes too is a
+        // symptom of the workload, not of its node.
         let mut infra_linked = false;
-        for k in &d.infra {
+        let own_cause = d.owner.is_some_and(|w| {
+            d.infra
+                .first()
+                .is_some_and(|n| self.failing_elsewhere(w, *n, s, now))
+        });
+        for k in d.infra.iter().filter(|_| !own_cause) {
             if let Some(r) = self.failing_near(*k, s, now) {
                 if self.ents[*k as usize].entity.kind == EntityKind::Zone
                     && (self.slot_data[r].starts_at - d.starts_at)
@@ -753,7 +802,16 @@ impl Correlator {
                 .iter()
                 .copied()
                 .filter(|f| self.active(*f, now))
-                .filter(|f| self.near(*f, s) || (node && self.slot_data[*f].firing))
+                .filter(|f| {
+                    let gap = (self.slot_data[*f].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs();
+                    if node {
+                        self.near(*f, s) || self.slot_data[*f].firing
+                    } else {
+                        gap <= LOGICAL_ONSET_SECS
+                    }
+                })
                 .chain(
                     self.ents[k as usize]
                         .inferred
@@ -764,6 +822,12 @@ impl Correlator {
                         .num_seconds()
                         .abs()
                 });
+            // An alert already explained by a cause does not bridge it to
+            // another problem on the same entity.
+            let same = same.filter(|r| {
+                let (a, b) = (self.find(s), self.find(*r));
+                a == b || self.slot_data[a].size == 1 || self.slot_data[b].size == 1
+            });
             self.ents[k as usize].failing.push(s);
             match was {
                 Some(_) if same.is_some() => {
