@@ -351,28 +351,6 @@ impl Correlator {
         (x - y).abs() <= w
     }
 
-    /// Like [`failing_rep`](Self::failing_rep) for logical links, with when
-    /// the failure began. Workload alerts that only mirror failing nodes do
-    /// not count.
-    fn logical_rep(&self, k: Key, now: Timestamp) -> Option<(usize, Timestamp)> {
-        let e = &self.ents[k as usize];
-        let mut best: Option<(usize, Timestamp)> = None;
-        for s in e.failing.iter().copied() {
-            let d = &self.slot_data[s];
-            if d.attached_infra || !self.active(s, now) {
-                continue;
-            }
-            if best.is_none_or(|(_, t)| d.starts_at < t) {
-                best = Some((s, d.starts_at));
-            }
-        }
-        best.or_else(|| {
-            e.inferred
-                .filter(|s| self.slot_data[*s].alive)
-                .map(|s| (s, self.slot_data[s].starts_at))
-        })
-    }
-
     /// The failure alert of logical parent `k` (a workload or service) that
     /// can explain `s`: among its live failing alerts that do not only mirror
     /// failing nodes, the one whose onset is closest to `s`'s, if within
@@ -392,26 +370,35 @@ impl Correlator {
             .min_by_key(|f| gap(*f))
     }
 
-    /// Whether workload `w` is failing on its own: it has a failure alert
-    /// (not one that mirrors failing nodes) near `s`, and a failing pod other
-    /// than `s`'s on a node other than `node` that is not failing itself.
-    /// Such a pod problem is the workload's (a bad rollout, a crashing
-    /// dependency), and its node's trouble does not explain it.
+    /// Whether workload `w` is failing on its own: it failed near `s` (an
+    /// alert of its own that does not mirror failing nodes, or inferred from
+    /// its pods on healthy nodes), and at least two other
+    /// pods of it fail away from `node`, on nodes that are not failing
+    /// themselves. Such a pod problem is the workload's (a bad rollout, a
+    /// crashing dependency), and its node's trouble does not explain it.
     fn failing_elsewhere(&self, w: Key, node: Key, s: usize, now: Timestamp) -> bool {
         if self.logical_near(w, s, now).is_none() {
             return false;
         }
         let me = self.slot_data[s].primary;
-        self.ents[w as usize].touch.iter().any(|t| {
-            let td = &self.slot_data[*t];
-            td.links
-                && td.primary != me
-                && self.active(*t, now)
-                && td
-                    .infra
-                    .first()
-                    .is_some_and(|n| *n != node && self.failing_rep(*n, now).is_none())
-        })
+        let mut pods: Vec<Key> = self.ents[w as usize]
+            .touch
+            .iter()
+            .filter(|t| {
+                let td = &self.slot_data[**t];
+                td.links
+                    && td.primary != me
+                    && self.active(**t, now)
+                    && td
+                        .infra
+                        .first()
+                        .is_none_or(|n| *n != node && self.failing_rep(*n, now).is_none())
+            })
+            .map(|t| self.slot_data[*t].primary)
+            .collect();
+        pods.sort_unstable();
+        pods.dedup();
+        pods.len() >= 2
     }
 
     fn new_slot(&mut self, alert: &AlertState) -> usize {
@@ -575,36 +562,49 @@ impl Correlator {
                 }
             }
         } else {
-            let mut linked = false;
-            let mut fallback = None;
+            // Its own pods first: when all of them that fail near this
+            // failure are on failing nodes, the workload alert mirrors the
+            // nodes (a lost replica) and joins the pod that failed closest
+            // to it; it then explains no callers. Otherwise it is a failure
+            // of its own and pulls in its pods and the callers' alerts that
+            // began with it and are not explained yet.
+            let mut own_elsewhere = false;
+            let mut fallback: Option<(i64, usize)> = None;
+            let mut pull = Vec::new();
             for t in touchers {
                 if !self.active(t, now) {
                     continue;
                 }
-                let gap = (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
+                let td = &self.slot_data[t];
+                let gap = (td.starts_at - self.slot_data[rep].starts_at)
                     .num_seconds()
                     .abs();
-                if self.slot_data[t].infra_mode {
-                    // The pod on a failing node that failed closest to it.
-                    if gap <= LOGICAL_ONSET_SECS && fallback.is_none_or(|(g, _)| gap < g) {
+                if gap > LOGICAL_ONSET_SECS {
+                    continue;
+                }
+                let own = td.owner == Some(k);
+                if td.infra_mode {
+                    if fallback.is_none_or(|(g, _)| gap < g) {
                         fallback = Some((gap, t));
                     }
-                } else if !self.slot_data[t].logical_linked
-                    && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
-                        .num_seconds()
-                        .abs()
-                        <= LOGICAL_ONSET_SECS
-                {
-                    linked = true;
-                    self.slot_data[t].logical_linked = true;
-                    self.union(rep, t, now, touched);
                 } else {
-                    linked = true;
+                    own_elsewhere |= own;
+                    if !td.logical_linked {
+                        pull.push(t);
+                    }
                 }
             }
-            if let (false, Some((_, t))) = (linked, fallback) {
-                self.slot_data[rep].attached_infra = true;
-                self.union(rep, t, now, touched);
+            match fallback {
+                Some((_, t)) if !own_elsewhere => {
+                    self.slot_data[rep].attached_infra = true;
+                    self.union(rep, t, now, touched);
+                }
+                _ => {
+                    for t in pull {
+                        self.slot_data[t].logical_linked = true;
+                        self.union(rep, t, now, touched);
+                    }
+                }
             }
         }
         let ent = &self.ents[k as usize];
@@ -847,13 +847,17 @@ impl Correlator {
         // Infer a workload from two or more of its pods failing on healthy nodes.
         if let (Some(w), false, true) = (d.owner, self.slot_data[s].infra_mode, d.links && d.firing)
         {
-            if self.logical_rep(w, now).is_none() {
+            if self.logical_near(w, s, now).is_none() {
                 let mut failing: Vec<Key> = self.ents[w as usize]
                     .touch
                     .iter()
                     .filter(|t| {
                         let td = &self.slot_data[**t];
-                        self.active(**t, now) && td.links && !td.infra_mode
+                        self.active(**t, now)
+                            && td.links
+                            && !td.infra_mode
+                            && (td.starts_at - d.starts_at).num_seconds().abs()
+                                <= LOGICAL_ONSET_SECS
                     })
                     .map(|t| self.slot_data[*t].primary)
                     .collect();
@@ -874,10 +878,28 @@ impl Correlator {
                         ent.entity.cluster.as_deref().unwrap_or(""),
                         &ent.entity.name,
                     );
-                    let mut failing: Vec<Key> = ent
+                    // Pods that failed together with this one, leaving out
+                    // pods explained by their own workload's failure (it
+                    // fails on healthy nodes too): they say nothing about
+                    // the node.
+                    let evidence: Vec<usize> = ent
                         .touch
                         .iter()
-                        .filter(|t| self.active(**t, now) && self.slot_data[**t].links)
+                        .copied()
+                        .filter(|t| {
+                            let td = &self.slot_data[*t];
+                            self.active(*t, now)
+                                && td.links
+                                && (td.starts_at - d.starts_at).num_seconds().abs()
+                                    <= ZONE_ONSET_SECS
+                                && !(td.logical_linked
+                                    && td
+                                        .owner
+                                        .is_some_and(|w| self.failing_elsewhere(w, n, *t, now)))
+                        })
+                        .collect();
+                    let mut failing: Vec<Key> = evidence
+                        .iter()
                         .map(|t| self.slot_data[*t].primary)
                         .collect();
                     failing.sort_unstable();
@@ -887,9 +909,14 @@ impl Correlator {
                     } else {
                         3
                     };
-                    if failing.len() >= need {
-                        self.ents[n as usize].inferred = Some(s);
-                        self.on_failing(n, s, true, now, touched);
+                    let rep = if evidence.contains(&s) {
+                        Some(s)
+                    } else {
+                        evidence.first().copied()
+                    };
+                    if let (true, Some(rep)) = (failing.len() >= need, rep) {
+                        self.ents[n as usize].inferred = Some(rep);
+                        self.on_failing(n, rep, true, now, touched);
                     }
                 }
             }
