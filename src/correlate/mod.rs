@@ -17,12 +17,37 @@
 //!    through its workload otherwise, so that two node failures do not merge
 //!    through a Deployment spread over both. Scrape-job aggregates over nodes
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
-//! 3. Parents are inferred when children fail together: a node when at least
-//!    half of its pods fail, a zone when at least two nodes (and 30 % of the
-//!    zone) fail within 5 minutes and most of the zone's nodes are down.
-//! 4. Each incident ranks its failing entities by how many members they
+//! 3. A link needs compatible onsets, because a cause and its symptoms begin
+//!    together: a symptom of a failing node or zone began at most 5 minutes
+//!    before the failure alert it links to and within `grouping.window`
+//!    after it (a full disk evicts pods 25 minutes in, but next to its
+//!    DiskPressure); a symptom of a failing workload or dependency began
+//!    within 5 minutes of it, and links to the one that began closest.
+//! 4. One alert never bridges two problems. A pod whose workload also fails
+//!    on healthy nodes (a bad rollout, a crashing dependency) is the
+//!    workload's symptom, not its node's, and a node that fails later does
+//!    not take it. A workload aggregate (`KubeDeploymentReplicasMismatch`)
+//!    whose failing pods are all on failing nodes joins the node's incident
+//!    through the pod that failed closest to it, and then explains no
+//!    callers. A second alert on an entity joins the first only when it
+//!    began within 5 minutes of it (or, for node conditions, while it fires)
+//!    and is not already explained by another cause. Informational alerts
+//!    (`links: false`) stand alone.
+//! 5. Parents are inferred when children fail together: a node when at least
+//!    half of its pods fail within 5 minutes (pods explained by their own
+//!    workload do not count), a workload when two of its pods on healthy
+//!    nodes do, a zone when at least two nodes (and 30 % of the zone) fail
+//!    within 2 minutes and most of the zone's nodes are down.
+//! 6. Each incident ranks its failing entities by how many members they
 //!    explain (causal descendants), then rule weight, entity kind, severity and
 //!    start time, and explains the winner in one sentence.
+//!
+//! # Storm mode
+//! A cluster is in storm mode while new alerts arrive faster than
+//! `grouping.storm_factor` times its baseline (an exponential average over
+//! about 30 minutes) and at least `grouping.storm_min_per_minute`; the fleet
+//! is when its total rate is (three times the minimum), or when two or more
+//! clusters are at once. Incidents opened in a storm say so.
 //!
 //! # Merge and split
 //! A late root cause attaches to the incident its symptoms opened. When an
@@ -117,19 +142,27 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
 
 type Key = u32;
 
-/// Nodes whose failures began this close together can share a zone cause.
 /// A node-wide scrape failure and its node's failure begin this close
 /// together: their `for` durations differ (TargetDown 10m, KubeNodeNotReady
 /// 15m) and node readiness lags a lost node by up to a few minutes.
 const SCRAPE_ONSET_SECS: i64 = 600;
+/// Alerts already grouped with others that began this far apart from a node
+/// failure stay with their own problem when the node fails; pods count as
+/// failing together for node inference within it.
 const ZONE_ONSET_SECS: i64 = 300;
+/// Nodes of a zone that goes down lose their kubelets together and are marked
+/// NotReady within one node-monitor grace period (40-50s) plus a
+/// kube-state-metrics scrape and a rule evaluation (30s each) of each other:
+/// only nodes whose failures began this close together share a zone cause.
+const ZONE_TOGETHER_SECS: i64 = 120;
 /// How long before its cause's own alert condition a symptom may begin: a
-/// node is marked NotReady 40-50s after it is lost, and its pods' readiness,
-/// scrapes and callers fail at once; kube-state-metrics reports both a
-/// scrape interval or two later.
+/// node is marked NotReady 40-50s after it is lost, while its pods' scrapes
+/// and callers fail at once, and kube-state-metrics reports each a scrape
+/// interval or two later.
 const SYMPTOM_LEAD_SECS: i64 = 300;
 /// A failing workload or service and the alerts it explains (its pods, its
-/// callers' error rates) begin this close together.
+/// callers' error rates) begin this close together: a dependency that fails
+/// hurts its callers at once.
 const LOGICAL_ONSET_SECS: i64 = 300;
 
 /// One alert episode in the union-find.
@@ -216,6 +249,8 @@ pub struct Correlator {
     fleet_rate: Rate,
     /// Clusters that were in storm mode at some point.
     ever_storm: std::collections::BTreeSet<String>,
+    /// Whether the fleet was in storm mode at some point.
+    ever_fleet_storm: bool,
 }
 
 /// What ranking found for one incident.
@@ -256,6 +291,11 @@ impl Correlator {
     /// Clusters that entered storm mode at some point (replay stats).
     pub fn storm_history(&self) -> Vec<String> {
         self.ever_storm.iter().cloned().collect()
+    }
+
+    /// Whether the fleet entered storm mode at some point (replay stats).
+    pub fn fleet_storm_history(&self) -> bool {
+        self.ever_fleet_storm
     }
 
     /// Whether the whole fleet's arrival rate is in storm mode.
@@ -652,7 +692,7 @@ impl Correlator {
         };
         let z = self.intern(&entity::zone_entity(&cluster, &zone));
         let onset = self.slot_data[rep].starts_at;
-        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_ONSET_SECS;
+        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_TOGETHER_SECS;
         if let Some(zrep) = self.failing_rep(z, now) {
             // Only nodes that failed together with the zone belong to it.
             if near(self.slot_data[zrep].starts_at, onset) {
@@ -713,7 +753,7 @@ impl Correlator {
                     && (self.slot_data[r].starts_at - d.starts_at)
                         .num_seconds()
                         .abs()
-                        > ZONE_ONSET_SECS
+                        > ZONE_TOGETHER_SECS
                 {
                     continue;
                 }
@@ -954,10 +994,23 @@ impl Correlator {
         };
         let key: Arc<str> = Arc::from(cluster);
         let storm = step(self.rates.entry(key).or_default(), min);
-        step(&mut self.fleet_rate, min * 3.0);
+        // The fleet is in a storm when its own arrival rate is, or when two
+        // or more clusters are at once (within one Alertmanager
+        // group_interval of each other).
+        let fleet = step(&mut self.fleet_rate, min * 3.0);
+        let concurrent = self
+            .rates
+            .values()
+            .filter(|r| r.storm && minute - r.minute <= 5)
+            .count();
+        self.fleet_rate.storm = fleet || concurrent >= 2;
         if storm && !self.ever_storm.contains(cluster) {
             tracing::warn!(cluster, "Cluster entered storm mode");
             self.ever_storm.insert(cluster.to_owned());
+        }
+        if self.fleet_rate.storm && !self.ever_fleet_storm {
+            tracing::warn!(clusters = concurrent, "Fleet entered storm mode");
+            self.ever_fleet_storm = true;
         }
         storm
     }
