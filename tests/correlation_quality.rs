@@ -57,7 +57,7 @@ fn dense_storm_over_six_clusters() {
             faults_per_cluster: 5,
             ..Default::default()
         },
-        0.95,
+        0.98,
         0.99,
     );
 }

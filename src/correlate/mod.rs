@@ -412,33 +412,39 @@ impl Correlator {
 
     /// Whether workload `w` is failing on its own: it failed near `s` (an
     /// alert of its own that does not mirror failing nodes, or inferred from
-    /// its pods on healthy nodes), and at least two other
-    /// pods of it fail away from `node`, on nodes that are not failing
-    /// themselves. Such a pod problem is the workload's (a bad rollout, a
-    /// crashing dependency), and its node's trouble does not explain it.
+    /// its pods on healthy nodes), and two other pods of it fail away from
+    /// `node` on nodes that are not failing themselves, or one does and its
+    /// callers' alerts began with it. Such a pod problem is the workload's (a
+    /// bad rollout, a crashing dependency), and its node's trouble does not
+    /// explain it.
     fn failing_elsewhere(&self, w: Key, node: Key, s: usize, now: Timestamp) -> bool {
         if self.logical_near(w, s, now).is_none() {
             return false;
         }
         let me = self.slot_data[s].primary;
-        let mut pods: Vec<Key> = self.ents[w as usize]
-            .touch
-            .iter()
-            .filter(|t| {
-                let td = &self.slot_data[**t];
-                td.links
-                    && td.primary != me
-                    && self.active(**t, now)
-                    && td
-                        .infra
-                        .first()
-                        .is_none_or(|n| *n != node && self.failing_rep(*n, now).is_none())
-            })
-            .map(|t| self.slot_data[*t].primary)
-            .collect();
+        let at = self.slot_data[s].starts_at;
+        let mut pods: Vec<Key> = Vec::new();
+        let mut callers = 0;
+        for t in &self.ents[w as usize].touch {
+            let td = &self.slot_data[*t];
+            if !td.links || td.primary == me || !self.active(*t, now) {
+                continue;
+            }
+            if td.owner == Some(w) {
+                if td
+                    .infra
+                    .first()
+                    .is_none_or(|n| *n != node && self.failing_rep(*n, now).is_none())
+                {
+                    pods.push(td.primary);
+                }
+            } else if (td.starts_at - at).num_seconds().abs() <= LOGICAL_ONSET_SECS {
+                callers += 1;
+            }
+        }
         pods.sort_unstable();
         pods.dedup();
-        pods.len() >= 2
+        pods.len() >= 2 || (pods.len() == 1 && callers > 0)
     }
 
     fn new_slot(&mut self, alert: &AlertState) -> usize {
