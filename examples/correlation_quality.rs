@@ -200,8 +200,12 @@ fn main() -> anyhow::Result<()> {
         println!("  stormcast no topo    {lo}");
         println!("  alertmanager-style   {base}");
         println!(
-            "  replay time {:?}, storm clusters {:?}",
-            run.elapsed, run.result.stats.storm_clusters
+            "  replay time {:?}, storm mode: {} of {} clusters {:?}, fleet {}",
+            run.elapsed,
+            run.result.stats.storm_clusters.len(),
+            cfg.clusters,
+            run.result.stats.storm_clusters,
+            run.result.stats.fleet_storm
         );
     }
 
@@ -228,5 +232,10 @@ fn main() -> anyhow::Result<()> {
         run.elapsed.as_secs_f64() * 1e6 / storm.alert_count().max(1) as f64
     );
     println!("  stormcast            {s}");
+    println!(
+        "  storm mode: {} of 100 clusters, fleet {}",
+        run.result.stats.storm_clusters.len(),
+        run.result.stats.fleet_storm
+    );
     Ok(())
 }

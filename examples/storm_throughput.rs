@@ -1,8 +1,8 @@
-//! Times correlation of a large simulated storm (100 clusters x 50 nodes):
-//! the whole replay (payload parsing, alert state, correlation), and the
-//! correlator alone fed the same alert transitions.
+//! Times correlation of a large simulated storm (100 clusters x 50 nodes by
+//! default): the whole replay (payload parsing, alert state, correlation),
+//! and the correlator alone fed the same alert transitions.
 //!
-//! `cargo run --release --example storm_throughput [SEED] [FAULTS_PER_CLUSTER]`
+//! `cargo run --release --example storm_throughput [SEED] [FAULTS_PER_CLUSTER] [CLUSTERS] [NODES_PER_CLUSTER]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,10 +15,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let seed = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(42);
     let faults = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(12);
+    let clusters = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let nodes = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(50);
     let cfg = SimConfig {
         seed,
-        clusters: 100,
-        nodes_per_cluster: 50,
+        clusters,
+        nodes_per_cluster: nodes,
         faults_per_cluster: faults,
         noise_per_hour: 10.0,
         ..Default::default()
@@ -30,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         &storm.truth,
     );
     println!(
-        "replay: {} alerts, {} deliveries, {} observations over 100 clusters x 50 nodes in {:?} ({:.1} us/alert)",
+        "replay: {} alerts, {} deliveries, {} observations over {clusters} clusters x {nodes} nodes in {:?} ({:.1} us/alert)",
         storm.alert_count(),
         storm.lines.len(),
         run.result.stats.observations,

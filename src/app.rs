@@ -530,6 +530,10 @@ pub struct ReplayStats {
     /// Clusters that entered storm mode (alert arrivals far above baseline).
     #[serde(default)]
     pub storm_clusters: Vec<String>,
+    /// Whether the fleet as a whole entered storm mode (its arrival rate far
+    /// above baseline, or two or more clusters in a storm at once).
+    #[serde(default)]
+    pub fleet_storm: bool,
 }
 
 /// The `replay` result. Later versions only add fields.
@@ -644,6 +648,7 @@ pub fn replay_text(
             flaps: stats.flaps,
             virtual_seconds: (clock.now() - start).num_seconds(),
             storm_clusters: engine.correlator().storm_history(),
+            fleet_storm: engine.correlator().fleet_storm_history(),
         },
         incidents,
         notifications,

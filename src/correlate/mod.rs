@@ -17,13 +17,38 @@
 //!    through its workload otherwise, so that two node failures do not merge
 //!    through a Deployment spread over both. Scrape-job aggregates over nodes
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
-//! 3. Parents are inferred when children fail together: a node when at least
-//!    half of its pods fail, a zone when at least two nodes (and 30 % of the
-//!    zone) fail within 5 minutes and most of the zone's nodes are down.
-//! 4. Each incident ranks its failing entities by how many members they
+//! 3. A link needs compatible onsets, because a cause and its symptoms begin
+//!    together: a symptom of a failing node or zone began at most 5 minutes
+//!    before the failure alert it links to and within `grouping.window`
+//!    after it (a full disk evicts pods 25 minutes in, but next to its
+//!    DiskPressure); a symptom of a failing workload or dependency began
+//!    within 5 minutes of it, and links to the one that began closest.
+//! 4. One alert never bridges two problems. A pod whose workload also fails
+//!    on healthy nodes (a bad rollout, a crashing dependency) is the
+//!    workload's symptom, not its node's, and a node that fails later does
+//!    not take it. A workload aggregate (`KubeDeploymentReplicasMismatch`)
+//!    whose failing pods are all on failing nodes joins the node's incident
+//!    through the pod that failed closest to it, and then explains no
+//!    callers. A second alert on an entity joins the first only when it
+//!    began within 5 minutes of it (or, for node conditions, while it fires)
+//!    and is not already explained by another cause. Informational alerts
+//!    (`links: false`) stand alone.
+//! 5. Parents are inferred when children fail together: a node when at least
+//!    half of its pods fail within 5 minutes (pods explained by their own
+//!    workload do not count), a workload when two of its pods on healthy
+//!    nodes do, a zone when at least two nodes (and 30 % of the zone) fail
+//!    within 2 minutes and most of the zone's nodes are down.
+//! 6. Each incident ranks its failing entities by how many members they
 //!    explain (causal descendants), then rule weight, learned cause scores
 //!    (when the rules have a `learned:` section, [`learned`]), entity kind,
 //!    severity and start time, and explains the winner in one sentence.
+//!
+//! # Storm mode
+//! A cluster is in storm mode while new alerts arrive faster than
+//! `grouping.storm_factor` times its baseline (an exponential average over
+//! about 30 minutes) and at least `grouping.storm_min_per_minute`; the fleet
+//! is when its total rate is (three times the minimum), or when two or more
+//! clusters are at once. Incidents opened in a storm say so.
 //!
 //! # Merge and split
 //! A late root cause attaches to the incident its symptoms opened. When an
@@ -119,12 +144,28 @@ pub fn incident_id(seed: Fingerprint, opened_at: Timestamp) -> String {
 
 type Key = u32;
 
-/// Nodes whose failures began this close together can share a zone cause.
 /// A node-wide scrape failure and its node's failure begin this close
 /// together: their `for` durations differ (TargetDown 10m, KubeNodeNotReady
 /// 15m) and node readiness lags a lost node by up to a few minutes.
 const SCRAPE_ONSET_SECS: i64 = 600;
+/// Alerts already grouped with others that began this far apart from a node
+/// failure stay with their own problem when the node fails; pods count as
+/// failing together for node inference within it.
 const ZONE_ONSET_SECS: i64 = 300;
+/// Nodes of a zone that goes down lose their kubelets together and are marked
+/// NotReady within one node-monitor grace period (40-50s) plus a
+/// kube-state-metrics scrape and a rule evaluation (30s each) of each other:
+/// only nodes whose failures began this close together share a zone cause.
+const ZONE_TOGETHER_SECS: i64 = 120;
+/// How long before its cause's own alert condition a symptom may begin: a
+/// node is marked NotReady 40-50s after it is lost, while its pods' scrapes
+/// and callers fail at once, and kube-state-metrics reports each a scrape
+/// interval or two later.
+const SYMPTOM_LEAD_SECS: i64 = 300;
+/// A failing workload or service and the alerts it explains (its pods, its
+/// callers' error rates) begin this close together: a dependency that fails
+/// hurts its callers at once.
+const LOGICAL_ONSET_SECS: i64 = 300;
 
 /// One alert episode in the union-find.
 #[derive(Debug, Clone)]
@@ -210,6 +251,8 @@ pub struct Correlator {
     fleet_rate: Rate,
     /// Clusters that were in storm mode at some point.
     ever_storm: std::collections::BTreeSet<String>,
+    /// Whether the fleet was in storm mode at some point.
+    ever_fleet_storm: bool,
     staged: Staged,
 }
 
@@ -262,6 +305,11 @@ impl Correlator {
     /// Clusters that entered storm mode at some point (replay stats).
     pub fn storm_history(&self) -> Vec<String> {
         self.ever_storm.iter().cloned().collect()
+    }
+
+    /// Whether the fleet entered storm mode at some point (replay stats).
+    pub fn fleet_storm_history(&self) -> bool {
+        self.ever_fleet_storm
     }
 
     /// Whether the whole fleet's arrival rate is in storm mode.
@@ -320,6 +368,36 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// The live alert of failing `k` whose onset is closest to `s`'s, if one
+    /// began within the grouping window of it (an inferred failure counts by
+    /// the onset of the alert it was inferred from). A symptom begins with its
+    /// cause: an alert that starts long after a node went down is not about
+    /// the node being down.
+    fn failing_near(&self, k: Key, s: usize, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        let at = self.slot_data[s].starts_at;
+        e.failing
+            .iter()
+            .copied()
+            .filter(|f| self.active(*f, now) && self.explains(*f, s))
+            .chain(
+                e.inferred
+                    .filter(|f| self.slot_data[*f].alive && self.explains(*f, s)),
+            )
+            .min_by_key(|f| (self.slot_data[*f].starts_at - at).num_seconds().abs())
+    }
+
+    /// Whether the failure alert `cause` can explain alert `effect` by time:
+    /// the effect began at most `SYMPTOM_LEAD_SECS` before the cause (an
+    /// alert condition on the cause can lag the failure itself) and within the
+    /// grouping window after it.
+    fn explains(&self, cause: usize, effect: usize) -> bool {
+        let w = self.settings.rules.window.as_chrono().num_seconds();
+        let gap =
+            (self.slot_data[effect].starts_at - self.slot_data[cause].starts_at).num_seconds();
+        (-SYMPTOM_LEAD_SECS..=w).contains(&gap)
+    }
+
     /// Whether two alerts began within the grouping window of each other.
     fn near(&self, a: usize, b: usize) -> bool {
         let w = self.settings.rules.window.as_chrono();
@@ -327,26 +405,60 @@ impl Correlator {
         (x - y).abs() <= w
     }
 
-    /// Like [`failing_rep`](Self::failing_rep) for logical links, with when
-    /// the failure began. Workload alerts that only mirror failing nodes do
-    /// not count.
-    fn logical_rep(&self, k: Key, now: Timestamp) -> Option<(usize, Timestamp)> {
+    /// The failure alert of logical parent `k` (a workload or service) that
+    /// can explain `s`: among its live failing alerts that do not only mirror
+    /// failing nodes, the one whose onset is closest to `s`'s, if within
+    /// `LOGICAL_ONSET_SECS` of it. A failing dependency hurts its callers at
+    /// once, so an error rate that rose ten minutes after a Deployment lost a
+    /// replica is not about that.
+    fn logical_near(&self, k: Key, s: usize, now: Timestamp) -> Option<usize> {
         let e = &self.ents[k as usize];
-        let mut best: Option<(usize, Timestamp)> = None;
-        for s in e.failing.iter().copied() {
-            let d = &self.slot_data[s];
-            if d.attached_infra || !self.active(s, now) {
+        let at = self.slot_data[s].starts_at;
+        let gap = |f: usize| (self.slot_data[f].starts_at - at).num_seconds().abs();
+        e.failing
+            .iter()
+            .copied()
+            .filter(|f| !self.slot_data[*f].attached_infra && self.active(*f, now))
+            .chain(e.inferred.filter(|f| self.slot_data[*f].alive))
+            .filter(|f| gap(*f) <= LOGICAL_ONSET_SECS)
+            .min_by_key(|f| gap(*f))
+    }
+
+    /// Whether workload `w` is failing on its own: it failed near `s` (an
+    /// alert of its own that does not mirror failing nodes, or inferred from
+    /// its pods on healthy nodes), and two other pods of it fail away from
+    /// `node` on nodes that are not failing themselves, or one does and its
+    /// callers' alerts began with it. Such a pod problem is the workload's (a
+    /// bad rollout, a crashing dependency), and its node's trouble does not
+    /// explain it.
+    fn failing_elsewhere(&self, w: Key, node: Key, s: usize, now: Timestamp) -> bool {
+        if self.logical_near(w, s, now).is_none() {
+            return false;
+        }
+        let me = self.slot_data[s].primary;
+        let at = self.slot_data[s].starts_at;
+        let mut pods: Vec<Key> = Vec::new();
+        let mut callers = 0;
+        for t in &self.ents[w as usize].touch {
+            let td = &self.slot_data[*t];
+            if !td.links || td.primary == me || !self.active(*t, now) {
                 continue;
             }
-            if best.is_none_or(|(_, t)| d.starts_at < t) {
-                best = Some((s, d.starts_at));
+            if td.owner == Some(w) {
+                if td
+                    .infra
+                    .first()
+                    .is_none_or(|n| *n != node && self.failing_rep(*n, now).is_none())
+                {
+                    pods.push(td.primary);
+                }
+            } else if (td.starts_at - at).num_seconds().abs() <= LOGICAL_ONSET_SECS {
+                callers += 1;
             }
         }
-        best.or_else(|| {
-            e.inferred
-                .filter(|s| self.slot_data[*s].alive)
-                .map(|s| (s, self.slot_data[s].starts_at))
-        })
+        pods.sort_unstable();
+        pods.dedup();
+        pods.len() >= 2 || (pods.len() == 1 && callers > 0)
     }
 
     fn new_slot(&mut self, alert: &AlertState) -> usize {
@@ -481,7 +593,17 @@ impl Correlator {
         let touchers = self.ents[k as usize].touch.clone();
         if infra {
             for t in touchers {
-                if self.active(t, now) && self.near(rep, t) {
+                if self.active(t, now) && self.explains(rep, t) {
+                    // A pod already grouped with its workload's own failure
+                    // (its pods fail on healthy nodes too) stays there.
+                    let td = &self.slot_data[t];
+                    if td.logical_linked
+                        && td
+                            .owner
+                            .is_some_and(|w| self.failing_elsewhere(w, k, t, now))
+                    {
+                        continue;
+                    }
                     // An alert already grouped with others (a bad rollout's
                     // pod) that began well apart from this failure stays
                     // with its own problem instead of merging two incidents.
@@ -500,25 +622,49 @@ impl Correlator {
                 }
             }
         } else {
-            let mut linked = false;
-            let mut fallback = None;
+            // Its own pods first: when all of them that fail near this
+            // failure are on failing nodes, the workload alert mirrors the
+            // nodes (a lost replica) and joins the pod that failed closest
+            // to it; it then explains no callers. Otherwise it is a failure
+            // of its own and pulls in its pods and the callers' alerts that
+            // began with it and are not explained yet.
+            let mut own_elsewhere = false;
+            let mut fallback: Option<(i64, usize)> = None;
+            let mut pull = Vec::new();
             for t in touchers {
                 if !self.active(t, now) {
                     continue;
                 }
-                if self.slot_data[t].infra_mode {
-                    fallback.get_or_insert(t);
-                } else if !self.slot_data[t].logical_linked && self.near(rep, t) {
-                    linked = true;
-                    self.slot_data[t].logical_linked = true;
-                    self.union(rep, t, now, touched);
+                let td = &self.slot_data[t];
+                let gap = (td.starts_at - self.slot_data[rep].starts_at)
+                    .num_seconds()
+                    .abs();
+                if gap > LOGICAL_ONSET_SECS {
+                    continue;
+                }
+                let own = td.owner == Some(k);
+                if td.infra_mode {
+                    if fallback.is_none_or(|(g, _)| gap < g) {
+                        fallback = Some((gap, t));
+                    }
                 } else {
-                    linked = true;
+                    own_elsewhere |= own;
+                    if !td.logical_linked {
+                        pull.push(t);
+                    }
                 }
             }
-            if let (false, Some(t)) = (linked, fallback) {
-                self.slot_data[rep].attached_infra = true;
-                self.union(rep, t, now, touched);
+            match fallback {
+                Some((_, t)) if !own_elsewhere => {
+                    self.slot_data[rep].attached_infra = true;
+                    self.union(rep, t, now, touched);
+                }
+                _ => {
+                    for t in pull {
+                        self.slot_data[t].logical_linked = true;
+                        self.union(rep, t, now, touched);
+                    }
+                }
             }
         }
         let ent = &self.ents[k as usize];
@@ -566,7 +712,7 @@ impl Correlator {
         };
         let z = self.intern(&entity::zone_entity(&cluster, &zone));
         let onset = self.slot_data[rep].starts_at;
-        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_ONSET_SECS;
+        let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_TOGETHER_SECS;
         if let Some(zrep) = self.failing_rep(z, now) {
             // Only nodes that failed together with the zone belong to it.
             if near(self.slot_data[zrep].starts_at, onset) {
@@ -604,18 +750,30 @@ impl Correlator {
     /// Links a new alert slot to what is failing around it.
     fn link(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
         let d = self.slot_data[s].clone();
+        if !d.links {
+            // Informational alerts (CPU throttling, a maxed-out autoscaler)
+            // are no failure: they explain nothing and nothing explains them.
+            return;
+        }
         for k in d.infra.iter().chain(d.logical.iter()) {
             self.ents[*k as usize].touch.push(s);
         }
-        // Through failing infrastructure first, logical parents otherwise.
+        // Through failing infrastructure first, logical parents otherwise;
+        // but a pod whose workload is failing on healthy nodes too is a
+        // symptom of the workload, not of its node.
         let mut infra_linked = false;
-        for k in &d.infra {
-            if let Some(r) = self.failing_rep(*k, now) {
+        let own_cause = d.owner.is_some_and(|w| {
+            d.infra
+                .first()
+                .is_some_and(|n| self.failing_elsewhere(w, *n, s, now))
+        });
+        for k in d.infra.iter().filter(|_| !own_cause) {
+            if let Some(r) = self.failing_near(*k, s, now) {
                 if self.ents[*k as usize].entity.kind == EntityKind::Zone
                     && (self.slot_data[r].starts_at - d.starts_at)
                         .num_seconds()
                         .abs()
-                        > ZONE_ONSET_SECS
+                        > ZONE_TOGETHER_SECS
                 {
                     continue;
                 }
@@ -631,10 +789,13 @@ impl Correlator {
             let best = d
                 .logical
                 .iter()
-                .filter_map(|k| self.logical_rep(*k, now))
-                .filter(|(r, _)| self.near(*r, s))
-                .min_by_key(|(_, since)| (*since - d.starts_at).num_seconds().abs());
-            if let Some((r, _)) = best {
+                .filter_map(|k| self.logical_near(*k, s, now))
+                .min_by_key(|r| {
+                    (self.slot_data[*r].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                });
+            if let Some(r) = best {
                 self.slot_data[s].logical_linked = true;
                 self.union(s, r, now, touched);
             }
@@ -691,11 +852,48 @@ impl Correlator {
         if d.links && d.firing {
             let k = d.primary;
             let was = self.failing_rep(k, now);
+            // Another alert on the same entity joins it when it began within
+            // the grouping window or while the other is still firing (a full
+            // disk raises DiskPressure 25 minutes in); otherwise it is a new
+            // problem.
+            let node = self.ents[k as usize].entity.kind == EntityKind::Node;
+            let same = self.ents[k as usize]
+                .failing
+                .iter()
+                .copied()
+                .filter(|f| self.active(*f, now))
+                .filter(|f| {
+                    let gap = (self.slot_data[*f].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs();
+                    if node {
+                        self.near(*f, s) || self.slot_data[*f].firing
+                    } else {
+                        gap <= LOGICAL_ONSET_SECS
+                    }
+                })
+                .chain(
+                    self.ents[k as usize]
+                        .inferred
+                        .filter(|f| self.slot_data[*f].alive && self.near(*f, s)),
+                )
+                .min_by_key(|f| {
+                    (self.slot_data[*f].starts_at - d.starts_at)
+                        .num_seconds()
+                        .abs()
+                });
+            // An alert already explained by a cause does not bridge it to
+            // another problem on the same entity.
+            let same = same.filter(|r| {
+                let (a, b) = (self.find(s), self.find(*r));
+                a == b || self.slot_data[a].size == 1 || self.slot_data[b].size == 1
+            });
             self.ents[k as usize].failing.push(s);
             match was {
-                // Another episode on the same entity joins it when it began
-                // within the grouping window; otherwise it is a new problem.
-                Some(r) if self.near(r, s) => self.union(s, r, now, touched),
+                Some(_) if same.is_some() => {
+                    let r = same.unwrap_or(s);
+                    self.union(s, r, now, touched)
+                }
                 Some(_) => {}
                 None => {
                     let infra = matches!(
@@ -709,13 +907,17 @@ impl Correlator {
         // Infer a workload from two or more of its pods failing on healthy nodes.
         if let (Some(w), false, true) = (d.owner, self.slot_data[s].infra_mode, d.links && d.firing)
         {
-            if self.logical_rep(w, now).is_none() {
+            if self.logical_near(w, s, now).is_none() {
                 let mut failing: Vec<Key> = self.ents[w as usize]
                     .touch
                     .iter()
                     .filter(|t| {
                         let td = &self.slot_data[**t];
-                        self.active(**t, now) && td.links && !td.infra_mode
+                        self.active(**t, now)
+                            && td.links
+                            && !td.infra_mode
+                            && (td.starts_at - d.starts_at).num_seconds().abs()
+                                <= LOGICAL_ONSET_SECS
                     })
                     .map(|t| self.slot_data[*t].primary)
                     .collect();
@@ -736,10 +938,28 @@ impl Correlator {
                         ent.entity.cluster.as_deref().unwrap_or(""),
                         &ent.entity.name,
                     );
-                    let mut failing: Vec<Key> = ent
+                    // Pods that failed together with this one, leaving out
+                    // pods explained by their own workload's failure (it
+                    // fails on healthy nodes too): they say nothing about
+                    // the node.
+                    let evidence: Vec<usize> = ent
                         .touch
                         .iter()
-                        .filter(|t| self.active(**t, now) && self.slot_data[**t].links)
+                        .copied()
+                        .filter(|t| {
+                            let td = &self.slot_data[*t];
+                            self.active(*t, now)
+                                && td.links
+                                && (td.starts_at - d.starts_at).num_seconds().abs()
+                                    <= ZONE_ONSET_SECS
+                                && !(td.logical_linked
+                                    && td
+                                        .owner
+                                        .is_some_and(|w| self.failing_elsewhere(w, n, *t, now)))
+                        })
+                        .collect();
+                    let mut failing: Vec<Key> = evidence
+                        .iter()
                         .map(|t| self.slot_data[*t].primary)
                         .collect();
                     failing.sort_unstable();
@@ -749,9 +969,14 @@ impl Correlator {
                     } else {
                         3
                     };
-                    if failing.len() >= need {
-                        self.ents[n as usize].inferred = Some(s);
-                        self.on_failing(n, s, true, now, touched);
+                    let rep = if evidence.contains(&s) {
+                        Some(s)
+                    } else {
+                        evidence.first().copied()
+                    };
+                    if let (true, Some(rep)) = (failing.len() >= need, rep) {
+                        self.ents[n as usize].inferred = Some(rep);
+                        self.on_failing(n, rep, true, now, touched);
                     }
                 }
             }
@@ -789,10 +1014,23 @@ impl Correlator {
         };
         let key: Arc<str> = Arc::from(cluster);
         let storm = step(self.rates.entry(key).or_default(), min);
-        step(&mut self.fleet_rate, min * 3.0);
+        // The fleet is in a storm when its own arrival rate is, or when two
+        // or more clusters are at once (within one Alertmanager
+        // group_interval of each other).
+        let fleet = step(&mut self.fleet_rate, min * 3.0);
+        let concurrent = self
+            .rates
+            .values()
+            .filter(|r| r.storm && minute - r.minute <= 5)
+            .count();
+        self.fleet_rate.storm = fleet || concurrent >= 2;
         if storm && !self.ever_storm.contains(cluster) {
             tracing::warn!(cluster, "Cluster entered storm mode");
             self.ever_storm.insert(cluster.to_owned());
+        }
+        if self.fleet_rate.storm && !self.ever_fleet_storm {
+            tracing::warn!(clusters = concurrent, "Fleet entered storm mode");
+            self.ever_fleet_storm = true;
         }
         storm
     }

@@ -54,7 +54,8 @@ pub struct AlertRule {
     pub weight: u32,
     /// Whether a firing alert marks its entity failing, so that other alerts
     /// related to that entity join its incident. Informational alerts
-    /// (CPUThrottlingHigh, overcommit) set this to false. Default true.
+    /// (CPUThrottlingHigh, overcommit) set this to false: they explain
+    /// nothing, join no incident of a failure and stand alone. Default true.
     #[serde(default = "default_true")]
     pub links: bool,
 }
@@ -156,7 +157,7 @@ impl Rules {
             window: PromDuration::mins(15),
             resolve_hold: PromDuration::mins(5),
             storm_factor: 5.0,
-            storm_min_per_minute: 20,
+            storm_min_per_minute: 10,
             alerts: HashMap::new(),
             services: HashMap::new(),
             learned: Learned::default(),

@@ -351,3 +351,155 @@ fn arrivals_far_above_baseline_put_a_cluster_in_storm_mode() {
         .unwrap();
     assert!(inc.storm);
 }
+
+#[test]
+fn two_clusters_in_a_storm_at_once_put_the_fleet_in_storm_mode() {
+    let mut c = correlator();
+    for (k, cluster) in ["c1", "c2"].into_iter().enumerate() {
+        assert!(!c.fleet_storm() || k > 0);
+        for i in 0..12 {
+            let a = alert(
+                cluster,
+                &[
+                    ("alertname", "KubePodCrashLooping"),
+                    ("namespace", "shop"),
+                    ("pod", &format!("p{i}")),
+                ],
+                60 * k as i64 + i,
+            );
+            feed(&mut c, &a);
+        }
+    }
+    assert_eq!(c.storm_history(), vec!["c1".to_owned(), "c2".to_owned()]);
+    assert!(c.fleet_storm());
+    assert!(c.fleet_storm_history());
+}
+
+#[test]
+fn a_symptom_that_began_long_after_its_node_failed_is_not_about_it() {
+    let mut c = correlator();
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        0,
+    );
+    let pod = |at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", "web-5d8f7c9b4-aaaaa"),
+            ],
+            at,
+        )
+    };
+    let late = alert(
+        "c1",
+        &[
+            ("alertname", "KubeContainerWaiting"),
+            ("namespace", "shop"),
+            ("pod", "api-6c7d8e9f5-ccccc"),
+        ],
+        1800,
+    );
+    feed(&mut c, &node);
+    let p = pod(60);
+    feed(&mut c, &p);
+    feed(&mut c, &late);
+    assert_eq!(c.open_count(), 2);
+    let inc = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|a| a.fingerprint == node.id))
+        .unwrap();
+    assert_eq!(
+        inc.alerts.len(),
+        2,
+        "the pod that failed with the node joins"
+    );
+}
+
+#[test]
+fn informational_alerts_stand_alone() {
+    let mut c = correlator();
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        0,
+    );
+    let throttled = alert(
+        "c1",
+        &[
+            ("alertname", "CPUThrottlingHigh"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        60,
+    );
+    feed(&mut c, &node);
+    feed(&mut c, &throttled);
+    assert_eq!(c.open_count(), 2);
+}
+
+#[test]
+fn a_workload_failing_on_healthy_nodes_keeps_its_pod_when_the_node_fails() {
+    let mut c = correlator();
+    // web crashes on both of its nodes; then n1 goes down.
+    let stuck = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentRolloutStuck"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        0,
+    );
+    let crash = |pod: &str, at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodCrashLooping"),
+                ("namespace", "shop"),
+                ("pod", pod),
+            ],
+            at,
+        )
+    };
+    let a = crash("web-5d8f7c9b4-aaaaa", 30);
+    let b = crash("web-5d8f7c9b4-bbbbb", 40);
+    let x = crash("web-5d8f7c9b4-xxxxx", 50);
+    feed(&mut c, &stuck);
+    feed(&mut c, &a);
+    feed(&mut c, &b);
+    feed(&mut c, &x);
+    assert_eq!(c.open_count(), 1, "the rollout explains its pods");
+    let api = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "api-6c7d8e9f5-ccccc"),
+        ],
+        100,
+    );
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        90,
+    );
+    feed(&mut c, &api);
+    feed(&mut c, &node);
+    assert_eq!(
+        c.open_count(),
+        2,
+        "the node does not take the rollout's pod"
+    );
+    let n = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|m| m.fingerprint == node.id))
+        .unwrap();
+    assert_eq!(n.alerts.len(), 2);
+    assert!(n.alerts.iter().any(|m| m.fingerprint == api.id));
+}

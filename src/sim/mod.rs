@@ -243,15 +243,18 @@ struct Episode {
     active_at: Timestamp,
     fires_at: Timestamp,
     resolves_at: Timestamp,
+    /// The true incident that produced it.
+    truth: usize,
+    /// A re-fire of a flapping alert (kept with its identity's first episode).
+    flap: bool,
 }
 
 struct Gen {
     rng: StdRng,
     episodes: Vec<Episode>,
     truth: Truth,
-    /// Alerts firing per identity until a time, so overlapping faults reuse
-    /// the first fault's alert instead of duplicating it.
-    busy: HashMap<Fingerprint, Timestamp>,
+    /// Identities raised so far, in generation order.
+    seen: std::collections::HashSet<Fingerprint>,
     end: Timestamp,
 }
 
@@ -275,7 +278,9 @@ impl Gen {
     }
 
     /// An alert whose condition starts at `start`, fires after `for_` and
-    /// ends at `end`. Returns its fingerprint if it was new.
+    /// ends at `end`. Returns its fingerprint unless it would not fire.
+    /// Which fault owns an identity that several faults raise is settled in
+    /// time order afterwards ([`Gen::settle`]).
     fn alert(
         &mut self,
         truth: usize,
@@ -289,26 +294,66 @@ impl Gen {
             return None;
         }
         let fp = l.fingerprint();
-        if let Some(until) = self.busy.get(&fp) {
-            if *until + Duration::minutes(30) > start {
-                return None; // already firing for an earlier fault
-            }
-        }
-        if let Some(t) = self.truth.alerts.get(&fp) {
-            // A later episode of the same identity belongs to its first incident.
-            if *t != truth {
-                return None;
-            }
-        }
-        self.busy.insert(fp, end);
-        self.truth.alerts.insert(fp, truth);
+        self.seen.insert(fp);
         self.episodes.push(Episode {
             labels: l,
             active_at: start,
             fires_at: fires,
             resolves_at: end,
+            truth,
+            flap: false,
         });
         Some(fp)
+    }
+
+    /// Settles alert identities raised by several faults, in time order: the
+    /// fault whose condition began first owns the identity, and an episode
+    /// that begins while it is still firing (or within 30 minutes of its end)
+    /// is the same alert, already active, so it is dropped. A later episode of
+    /// another fault is dropped too: an identity belongs to one incident.
+    /// (Settling in generation order would give a shared alert, such as a
+    /// Deployment's replicas mismatch, the start of a later fault while an
+    /// earlier one had it firing already.)
+    fn settle(&mut self) {
+        let mut order: Vec<usize> = (0..self.episodes.len()).collect();
+        order.sort_by_key(|i| {
+            let e = &self.episodes[*i];
+            (e.labels.fingerprint(), e.active_at, *i)
+        });
+        let mut keep = vec![false; self.episodes.len()];
+        let mut owner: HashMap<Fingerprint, (usize, Timestamp)> = HashMap::new();
+        for i in order {
+            let e = &self.episodes[i];
+            let fp = e.labels.fingerprint();
+            match owner.get_mut(&fp) {
+                None => {
+                    owner.insert(fp, (e.truth, e.resolves_at));
+                    keep[i] = true;
+                }
+                Some((t, _)) if *t != e.truth => {}
+                Some((_, until)) => {
+                    if e.flap || e.active_at >= *until + Duration::minutes(30) {
+                        *until = (*until).max(e.resolves_at);
+                        keep[i] = true;
+                    }
+                }
+            }
+        }
+        let mut i = 0;
+        self.episodes.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        for (fp, (t, _)) in owner {
+            self.truth.alerts.insert(fp, t);
+        }
+        for inc in &mut self.truth.incidents {
+            if let Some(fp) = inc.root_fingerprint {
+                if self.truth.alerts.get(&fp) != Some(&inc.id) {
+                    inc.root_fingerprint = None;
+                }
+            }
+        }
     }
 
     fn jitter(&mut self, max_s: i64) -> Duration {
@@ -783,10 +828,11 @@ impl Gen {
             ),
         };
         let truth = self.incident("noise", root);
+        let repeat = self.seen.contains(&l.fingerprint());
         let fp = self.alert(truth, l.clone(), t0, Duration::minutes(1), end);
         self.truth.incidents[truth].root_fingerprint = fp;
         // Some noise flaps: it resolves and fires again within the hold.
-        if fp.is_some() && self.rng.gen_bool(0.3) {
+        if fp.is_some() && !repeat && self.rng.gen_bool(0.3) {
             let mut t = end;
             for _ in 0..self.rng.gen_range(1..4) {
                 let next = t + Duration::minutes(self.rng.gen_range(2..4));
@@ -799,10 +845,11 @@ impl Gen {
                     active_at: next,
                     fires_at: next,
                     resolves_at: stop,
+                    truth,
+                    flap: true,
                 });
                 t = stop;
             }
-            self.busy.insert(l.fingerprint(), t);
         }
     }
 }
@@ -834,7 +881,7 @@ pub fn simulate(cfg: &SimConfig) -> Storm {
         rng,
         episodes: Vec::new(),
         truth: Truth::default(),
-        busy: HashMap::new(),
+        seen: Default::default(),
         end,
     };
     let span = cfg.duration.num_seconds().max(3600) - 45 * 60;
@@ -946,6 +993,7 @@ pub fn simulate(cfg: &SimConfig) -> Storm {
             g.noise(c, t0);
         }
     }
+    g.settle();
     let lines = dispatch(&mut g.rng, &clusters, &g.episodes, end, cfg.double_delivery);
     // Identities that never got delivered are not part of the truth.
     let delivered: std::collections::HashSet<Fingerprint> = g
