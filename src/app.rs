@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::config::{self, Config, Overrides, ValidateCtx};
 use crate::correlate::{CorrelateSettings, Correlator, Rules, Topology};
 use crate::domain::{Incident, Timestamp};
-use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, SystemClock};
+use crate::engine::{Clock, Engine, HeartbeatMetrics, ManualClock, RecoveryClock};
 use crate::ingest::{parse_delivery, ApiToken, Authenticator};
 use crate::metrics::Metrics;
 use crate::notify::dispatch::{build_channels, Dispatcher, NotifyMetrics, RetryPolicy};
@@ -103,7 +103,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let notify_metrics = NotifyMetrics::register(&mut registry);
     let analyze_metrics = crate::analyze::service::AnalyzeMetrics::register(&mut registry);
     let correlate_metrics = crate::correlate::live::CorrelateMetrics::register(&mut registry);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let recovery_clock = Arc::new(RecoveryClock::default());
+    let clock: Arc<dyn Clock> = recovery_clock.clone();
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
     let outbox = Outbox::open(&store).context("opening the outbox")?;
     let channels = build_channels(&cfg.receivers).map_err(anyhow::Error::msg)?;
@@ -119,7 +120,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_metrics(metrics.clone());
 
     let restored = engine.restore().context("restoring state")?;
-    let replayed = recover_journal(&mut engine, &store, cfg)?;
+    let replayed = recover_journal(&mut engine, &recovery_clock, &store, cfg)?;
     let silences = crate::notify::api::restore_silences(&store, &mut engine)?;
     {
         let now = engine.now();
@@ -324,13 +325,23 @@ const OUTBOX_FLUSH_RESERVE: Duration = Duration::from_secs(5);
 /// `terminationGracePeriodSeconds` (30) and the manifests' value.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
-/// Re-applies journal entries the engine had not applied before it stopped.
-fn recover_journal(engine: &mut Engine, store: &Store, cfg: &Config) -> anyhow::Result<usize> {
+/// Re-applies journal entries past the last snapshot's watermark, on the
+/// clock pinned to their receive times as `replay` does, so incidents get the
+/// ids they had and notifications already in the outbox are not sent twice.
+/// Notifications planned meanwhile stay with the engine for the first tick.
+fn recover_journal(
+    engine: &mut Engine,
+    clock: &RecoveryClock,
+    store: &Store,
+    cfg: &Config,
+) -> anyhow::Result<usize> {
     let applied = store.applied()?;
     let mut n = 0;
     let mut last = applied;
     for item in store.journal_after(applied) {
         let (seq, entry) = item?;
+        advance(engine, &|t| clock.pin(t), entry.received_at, None);
+        clock.pin(entry.received_at);
         let cluster = cfg.source_cluster(&entry.source);
         match parse_delivery(
             &entry.body,
@@ -352,6 +363,7 @@ fn recover_journal(engine: &mut Engine, store: &Store, cfg: &Config) -> anyhow::
         store.set_applied(last)?;
         store.flush()?;
     }
+    clock.release();
     Ok(n)
 }
 
@@ -602,7 +614,12 @@ pub fn replay_text(
     let cfg = &loaded.config;
     let mut rejected = rejections.len() as u64;
     for (line_no, l) in &lines {
-        advance(&mut engine, &clock, l.at, &mut notifications);
+        advance(
+            &mut engine,
+            &|t| clock.set(t),
+            l.at,
+            Some(&mut notifications),
+        );
         clock.set(l.at);
         let source = l.source.as_deref().unwrap_or("replay");
         let cluster = cfg.source_cluster(source);
@@ -632,7 +649,12 @@ pub fn replay_text(
     // the clusters, so the drain must not page for them.
     engine.suspend_heartbeat();
     let end = clock.now() + opts.drain;
-    advance(&mut engine, &clock, end, &mut notifications);
+    advance(
+        &mut engine,
+        &|t| clock.set(t),
+        end,
+        Some(&mut notifications),
+    );
     clock.set(end);
 
     let stats = engine.stats();
@@ -657,23 +679,27 @@ pub fn replay_text(
     Ok((result, rejections))
 }
 
-/// Ticks the engine at every deadline up to `until`.
+/// Ticks the engine at every deadline up to `until`, moving a clock that
+/// never goes backwards with `set`. Planned notifications go to `out`, or
+/// stay with the engine.
 fn advance(
     engine: &mut Engine,
-    clock: &ManualClock,
+    set: &dyn Fn(Timestamp),
     until: Timestamp,
-    out: &mut Vec<Notification>,
+    mut out: Option<&mut Vec<Notification>>,
 ) {
     while let Some(d) = engine.next_deadline() {
         if d > until {
             break;
         }
-        clock.set(d);
+        set(d);
         engine.tick();
-        out.extend(engine.take_planned());
+        if let Some(out) = out.as_deref_mut() {
+            out.extend(engine.take_planned());
+        }
         if engine.next_deadline() == Some(d) {
             // Nothing was due after all; avoid spinning on the same instant.
-            clock.set(d + chrono::Duration::milliseconds(1));
+            set(d + chrono::Duration::milliseconds(1));
         }
     }
 }

@@ -21,6 +21,50 @@ impl Clock for SystemClock {
     }
 }
 
+/// Wall-clock time, except while pinned: start-up pins it to each journal
+/// entry's receive time (and the deadlines between) while it re-applies the
+/// journal, so recovery runs as the original deliveries did, with the same
+/// incident ids and notification keys. Pinned time has millisecond
+/// resolution and never goes backwards.
+#[derive(Debug)]
+pub struct RecoveryClock {
+    /// Unix milliseconds, or `i64::MIN` for the wall clock.
+    pinned: AtomicI64,
+}
+
+impl Default for RecoveryClock {
+    fn default() -> Self {
+        RecoveryClock {
+            pinned: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl RecoveryClock {
+    /// Pins the clock to `t`, or keeps it where it is if that is later.
+    pub fn pin(&self, t: Timestamp) {
+        self.pinned
+            .fetch_max(t.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// Back to the wall clock.
+    pub fn release(&self) {
+        self.pinned.store(i64::MIN, Ordering::SeqCst);
+    }
+}
+
+impl Clock for RecoveryClock {
+    fn now(&self) -> Timestamp {
+        match self.pinned.load(Ordering::SeqCst) {
+            i64::MIN => Utc::now(),
+            ms => Utc
+                .timestamp_millis_opt(ms)
+                .single()
+                .expect("clock within chrono's range"),
+        }
+    }
+}
+
 /// A clock that only moves when told to, with millisecond resolution. Time never
 /// goes backwards: setting an earlier time is ignored.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, RecoveryClock, SystemClock};
 pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
 
 use crate::config::{ConfigErrors, PromDuration};
@@ -267,9 +267,11 @@ impl Engine {
         Ok(self.alerts.len())
     }
 
-    /// Applies one validated delivery at the clock's current time.
+    /// Applies one validated delivery at its receive time (which the caller
+    /// took from the same clock), so that re-applying a journal entry after a
+    /// crash gives the same incident ids and times as the first time.
     pub fn apply(&mut self, d: &Delivery) -> ApplyOutcome {
-        let now = self.clock.now();
+        let now = d.received_at;
         self.stats.deliveries += 1;
         let outcome = self.apply_alerts(d, now);
         if let Some(back) = self.heartbeat.observe(d, now) {
