@@ -437,7 +437,9 @@ impl Correlator {
         }
         let me = self.slot_data[s].primary;
         let at = self.slot_data[s].starts_at;
-        let mut pods: Vec<Key> = Vec::new();
+        // The first two distinct pods (or one and a caller) settle it: a
+        // workload's touch list grows with the storm, so stop early.
+        let mut pod: Option<Key> = None;
         let mut callers = 0;
         for t in &self.ents[w as usize].touch {
             let td = &self.slot_data[*t];
@@ -450,15 +452,19 @@ impl Correlator {
                     .first()
                     .is_none_or(|n| *n != node && self.failing_rep(*n, now).is_none())
                 {
-                    pods.push(td.primary);
+                    match pod {
+                        Some(p) if p != td.primary => return true,
+                        _ => pod = Some(td.primary),
+                    }
                 }
             } else if (td.starts_at - at).num_seconds().abs() <= LOGICAL_ONSET_SECS {
                 callers += 1;
             }
+            if pod.is_some() && callers > 0 {
+                return true;
+            }
         }
-        pods.sort_unstable();
-        pods.dedup();
-        pods.len() >= 2 || (pods.len() == 1 && callers > 0)
+        false
     }
 
     fn new_slot(&mut self, alert: &AlertState) -> usize {
@@ -1220,14 +1226,12 @@ impl Correlator {
         let ranked = self.rank(id);
         let open = self.open.get_mut(id).expect("refresh of an open incident");
         let inc = &mut open.incident;
-        let mut clusters: Vec<String> = inc
+        let clusters: std::collections::BTreeSet<&str> = inc
             .alerts
             .iter()
-            .map(|a| a.labels.get_or_empty("cluster").to_owned())
+            .map(|a| a.labels.get_or_empty("cluster"))
             .collect();
-        clusters.sort();
-        clusters.dedup();
-        inc.clusters = clusters;
+        inc.clusters = clusters.into_iter().map(str::to_owned).collect();
         inc.severity = inc
             .alerts
             .iter()
