@@ -382,23 +382,17 @@ async fn run_ticker(
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let (batch, snapshot) = {
+                let batch = {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
+                    if let Err(err) = e.checkpoint_if_due() {
+                        tracing::error!(error = %err, "Snapshot failed; the journal still holds every delivery");
+                    }
                     let planned = e.take_planned();
-                    (snapshot_planned(&e, planned), e.snapshot_if_due())
+                    snapshot_planned(&e, planned)
                 };
                 if enqueue_planned(&outlet.dispatcher, batch) > 0 {
                     outlet.wake.notify_waiters();
-                }
-                // Written outside the lock, and awaited, so snapshots land in order.
-                if let Some(snapshot) = snapshot {
-                    let store = store.clone();
-                    match tokio::task::spawn_blocking(move || store.write_encoded_snapshot(snapshot)).await {
-                        Ok(Ok(s)) => tracing::debug!(alerts = s.alerts, incidents = s.incidents, "Snapshot written"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "Snapshot failed; the journal still holds every delivery"),
-                        Err(e) => tracing::error!(error = %e, "Snapshot panicked"),
-                    }
                 }
             }
             _ = compact.tick() => {

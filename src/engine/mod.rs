@@ -23,7 +23,7 @@ use crate::domain::{AlertState, DeliveryContext, Fingerprint, Incident, Timestam
 use crate::ingest::Delivery;
 use crate::metrics::{ClusterLabel, Metrics, TransitionLabel};
 use crate::notify::{Notification, Planner};
-use crate::store::{EncodedSnapshot, Snapshotted, Store, StoreError};
+use crate::store::{Snapshotted, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -398,44 +398,46 @@ impl Engine {
                 || now - self.last_snapshot >= SNAPSHOT_INTERVAL)
     }
 
-    /// The whole alert and incident state, encoded for
-    /// [`Store::write_encoded_snapshot`], when a snapshot is due. `serve`
-    /// calls this after each tick and writes the result without holding the
-    /// engine's lock; snapshots must be written in the order they were taken.
+    /// Writes a snapshot of the whole alert and incident state when one is
+    /// due; `serve` calls this after each tick.
     ///
     /// The journal is the durable record of every acknowledged delivery, so
     /// state need not reach disk per observation: after a crash, start-up
     /// loads the last snapshot and re-applies the journal past its watermark
     /// (re-applying a delivery is harmless).
-    pub fn snapshot_if_due(&mut self) -> Option<EncodedSnapshot> {
-        let now = self.clock.now();
-        self.snapshot_due(now).then(|| self.take_snapshot())
-    }
-
-    fn take_snapshot(&mut self) -> EncodedSnapshot {
-        // The watermark first: every entry marked applied by now is in the state.
-        let watermark = self.store.as_ref().and_then(Store::applied_watermark);
-        let s = EncodedSnapshot::new(
-            self.alerts.values(),
-            self.correlator.incidents().into_iter(),
-            watermark,
-        );
-        self.changes = 0;
-        self.last_snapshot = self.clock.now();
-        s
+    pub fn checkpoint_if_due(&mut self) -> Result<Snapshotted, StoreError> {
+        if !self.snapshot_due(self.clock.now()) {
+            return Ok(Snapshotted::default());
+        }
+        self.checkpoint()
     }
 
     /// Writes a snapshot now if anything changed since the last one (start-up
     /// recovery, shutdown, tools and tests).
     pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
-        if self.store.is_none() || self.changes == 0 {
+        let Some(store) = &self.store else {
+            return Ok(Snapshotted::default());
+        };
+        if self.changes == 0 {
             return Ok(Snapshotted::default());
         }
-        let s = self.take_snapshot();
-        self.store
-            .as_ref()
-            .expect("checked")
-            .write_encoded_snapshot(s)
+        // The watermark first: every entry marked applied by now is in the state.
+        let watermark = store.applied_watermark();
+        let started = std::time::Instant::now();
+        let done = store.write_snapshot(
+            self.alerts.values(),
+            self.correlator.incidents().into_iter(),
+            watermark,
+        )?;
+        tracing::debug!(
+            alerts = done.alerts,
+            incidents = done.incidents,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Snapshot written"
+        );
+        self.changes = 0;
+        self.last_snapshot = self.clock.now();
+        Ok(done)
     }
 
     /// The earliest time [`tick`](Self::tick) has work to do.

@@ -39,6 +39,8 @@ const SNAPSHOT_KEY: &[u8] = b"snapshot_generation";
 /// quarter segment (128 KiB) as files of their own, one sequential write,
 /// where smaller ones would split and rewrite tree nodes.
 const SNAPSHOT_CHUNK: usize = 2000;
+/// ...or bytes, for incidents with many members.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 const KIND_ALERT: u8 = b'a';
 const KIND_INCIDENT: u8 = b'i';
 
@@ -432,16 +434,11 @@ impl Store {
         incidents: impl Iterator<Item = &'a Incident>,
         applied: Option<u64>,
     ) -> Result<Snapshotted, StoreError> {
-        self.write_encoded_snapshot(EncodedSnapshot::new(alerts, incidents, applied))
-    }
-
-    /// [`write_snapshot`](Self::write_snapshot) for a snapshot encoded
-    /// earlier, so the caller can hold its lock only while encoding.
-    pub fn write_encoded_snapshot(&self, s: EncodedSnapshot) -> Result<Snapshotted, StoreError> {
         let generation = self.snapshot_generation()? + 1;
-        put_chunks(&self.snapshot, generation, KIND_ALERT, s.alerts)?;
-        put_chunks(&self.snapshot, generation, KIND_INCIDENT, s.incidents)?;
-        let (out, applied) = (s.counts, s.applied);
+        let out = Snapshotted {
+            alerts: write_chunks(&self.snapshot, generation, KIND_ALERT, alerts)?,
+            incidents: write_chunks(&self.snapshot, generation, KIND_INCIDENT, incidents)?,
+        };
         self.meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
         if let Some(w) = applied {
             if w > self.applied()? {
@@ -569,13 +566,8 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
         .get(SNAPSHOT_KEY)?
         .map_or(Ok(0), |v| decode_u64(&v, "meta"))?
         + 1;
-    put_chunks(&snapshot, generation, KIND_ALERT, encode_chunks(a.iter()).0)?;
-    put_chunks(
-        &snapshot,
-        generation,
-        KIND_INCIDENT,
-        encode_chunks(i.iter()).0,
-    )?;
+    write_chunks(&snapshot, generation, KIND_ALERT, a.iter())?;
+    write_chunks(&snapshot, generation, KIND_INCIDENT, i.iter())?;
     meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
     for k in snapshot.range(..generation.to_be_bytes()).keys() {
         snapshot.remove(k?)?;
@@ -586,70 +578,42 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The whole alert and incident state, serialised into chunk values.
-#[derive(Debug)]
-pub struct EncodedSnapshot {
-    alerts: Vec<Vec<u8>>,
-    incidents: Vec<Vec<u8>>,
-    counts: Snapshotted,
-    applied: Option<u64>,
-}
-
-impl EncodedSnapshot {
-    /// `applied`: the journal watermark the state reflects, if known.
-    pub fn new<'a>(
-        alerts: impl Iterator<Item = &'a AlertState>,
-        incidents: impl Iterator<Item = &'a Incident>,
-        applied: Option<u64>,
-    ) -> Self {
-        let (alerts, a) = encode_chunks(alerts);
-        let (incidents, i) = encode_chunks(incidents);
-        EncodedSnapshot {
-            alerts,
-            incidents,
-            counts: Snapshotted {
-                alerts: a,
-                incidents: i,
-            },
-            applied,
-        }
-    }
-}
-
-/// `items` as JSON arrays of [`SNAPSHOT_CHUNK`]; and how many.
-fn encode_chunks<'a, T: Serialize + 'a>(
-    items: impl Iterator<Item = &'a T>,
-) -> (Vec<Vec<u8>>, usize) {
-    let (mut out, mut n) = (Vec::new(), 0);
-    let mut chunk: Vec<&T> = Vec::with_capacity(SNAPSHOT_CHUNK);
-    for item in items {
-        chunk.push(item);
-        n += 1;
-        if chunk.len() == SNAPSHOT_CHUNK {
-            out.push(serde_json::to_vec(&chunk).expect("snapshot serialises"));
-            chunk.clear();
-        }
-    }
-    if !chunk.is_empty() {
-        out.push(serde_json::to_vec(&chunk).expect("snapshot serialises"));
-    }
-    (out, n)
-}
-
-/// Stores chunk values under `generation ++ kind ++ chunk number`.
-fn put_chunks(
+/// Writes `items` as JSON arrays under `generation ++ kind ++ chunk number`,
+/// one chunk at a time (a chunk ends at [`SNAPSHOT_CHUNK`] records or
+/// [`SNAPSHOT_CHUNK_BYTES`]), so a snapshot never sits whole in memory.
+/// Returns how many were written.
+fn write_chunks<'a, T: Serialize + 'a>(
     tree: &sled::Tree,
     generation: u64,
     kind: u8,
-    chunks: Vec<Vec<u8>>,
-) -> Result<(), StoreError> {
-    for (n, chunk) in chunks.into_iter().enumerate() {
-        let mut k = generation.to_be_bytes().to_vec();
-        k.push(kind);
-        k.extend_from_slice(&(n as u32).to_be_bytes());
-        tree.insert(k, chunk)?;
+    items: impl Iterator<Item = &'a T>,
+) -> Result<usize, StoreError> {
+    let mut prefix = generation.to_be_bytes().to_vec();
+    prefix.push(kind);
+    let (mut written, mut chunk_no, mut in_chunk) = (0usize, 0u32, 0usize);
+    let mut buf: Vec<u8> = Vec::new();
+    let put = |buf: &mut Vec<u8>, chunk_no: &mut u32| -> Result<(), StoreError> {
+        buf.push(b']');
+        let mut k = prefix.clone();
+        k.extend_from_slice(&chunk_no.to_be_bytes());
+        tree.insert(k, std::mem::take(buf))?;
+        *chunk_no += 1;
+        Ok(())
+    };
+    for item in items {
+        buf.push(if in_chunk == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut buf, item).expect("snapshot serialises");
+        in_chunk += 1;
+        written += 1;
+        if in_chunk == SNAPSHOT_CHUNK || buf.len() >= SNAPSHOT_CHUNK_BYTES {
+            put(&mut buf, &mut chunk_no)?;
+            in_chunk = 0;
+        }
     }
-    Ok(())
+    if in_chunk > 0 {
+        put(&mut buf, &mut chunk_no)?;
+    }
+    Ok(written)
 }
 
 /// Stores written before the schema key existed share version 1's layout;
