@@ -466,7 +466,7 @@ impl Store {
                 break;
             }
             let removable = seq <= applied
-                && !JournalEntry::decode_time(&v).is_some_and(|at| at >= journal_cutoff);
+                && JournalEntry::decode_time(&v).is_none_or(|at| at < journal_cutoff);
             if removable {
                 self.journal.remove(k)?;
                 out.journal += 1;
