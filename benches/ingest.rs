@@ -274,7 +274,13 @@ async fn main() {
     {
         let (sc, base) = start_stormcast(&dir.path().join("rss")).await;
         let url = format!("{base}/api/v1/alerts");
-        fill(&url, 100_000 / ALERTS_PER_WEBHOOK as u64, concurrency, 50_000_000).await;
+        fill(
+            &url,
+            100_000 / ALERTS_PER_WEBHOOK as u64,
+            concurrency,
+            50_000_000,
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!(
             "stormcast RSS:                 {:>10.1} MB with {} active alerts",

@@ -851,7 +851,9 @@ impl Correlator {
                 } else {
                     Change::Members
                 };
-                self.staged.events.push(IncidentEvent::Updated { id, change });
+                self.staged
+                    .events
+                    .push(IncidentEvent::Updated { id, change });
                 return;
             }
         }
@@ -912,7 +914,9 @@ impl Correlator {
                     },
                 );
                 self.comp_inc.insert(root, id.clone());
-                self.staged.events.push(IncidentEvent::Opened { id: id.clone() });
+                self.staged
+                    .events
+                    .push(IncidentEvent::Opened { id: id.clone() });
                 self.staged.before.insert(id.clone(), (None, 0, 0));
                 id
             }
