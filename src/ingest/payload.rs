@@ -103,7 +103,8 @@ pub fn parse_delivery(
     let msg: WebhookMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path == "?" {
+        // The root is ".", and a top-level key "" displays as an empty path.
+        let field = if path.is_empty() || path == "." || path == "?" {
             "body".to_owned()
         } else {
             path
@@ -404,6 +405,10 @@ mod tests {
                 &body(r#"{"status":"firing","labels":{},"startsAt":"2026-11-01T00:00:00Z"}"#),
                 "alerts[0].labels",
             ),
+            // Found by the webhook_payload fuzz target: a syntax error inside the
+            // value of a top-level "" key used to be reported with an empty field.
+            (r#"{"":rsleat [], "alerts": []}"#, "body"),
+            (r#"{"":{"a": x}}"#, "body"),
         ];
         for (input, field) in cases {
             let err = parse(input).unwrap_err();
