@@ -71,36 +71,8 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _p = Proc(
-        Command::new(env!("CARGO_BIN_EXE_stormcast"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_p, base) = serve(&cfg, &dir.path().join("data")).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // A malformed matcher is refused with a clear message.
     let (ok, _, err) = cli(&base, &["add", "node==\"n1\"", "-c", "x"]);
