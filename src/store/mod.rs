@@ -405,21 +405,12 @@ impl Store {
 
     /// The last journal sequence whose effects are in the alert state.
     pub fn applied(&self) -> Result<u64, StoreError> {
-        self.meta
-            .get(APPLIED_KEY)?
-            .map_or(Ok(0), |v| decode_u64(&v, "meta"))
+        meta_u64(&self.meta, APPLIED_KEY)
     }
 
     pub fn set_applied(&self, seq: u64) -> Result<(), StoreError> {
         self.meta.insert(APPLIED_KEY, &seq.to_be_bytes())?;
         Ok(())
-    }
-
-    /// The generation of the snapshot on disk, 0 for none.
-    fn snapshot_generation(&self) -> Result<u64, StoreError> {
-        self.meta
-            .get(SNAPSHOT_KEY)?
-            .map_or(Ok(0), |v| decode_u64(&v, "meta"))
     }
 
     /// Writes the whole alert and incident state as a new snapshot, then
@@ -434,25 +425,11 @@ impl Store {
         incidents: impl Iterator<Item = &'a Incident>,
         applied: Option<u64>,
     ) -> Result<Snapshotted, StoreError> {
-        let generation = self.snapshot_generation()? + 1;
-        let out = Snapshotted {
-            alerts: write_chunks(&self.snapshot, generation, KIND_ALERT, alerts)?,
-            incidents: write_chunks(&self.snapshot, generation, KIND_INCIDENT, incidents)?,
-        };
-        self.meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
-        if let Some(w) = applied {
-            if w > self.applied()? {
-                self.set_applied(w)?;
-            }
-        }
-        for k in self.snapshot.range(..generation.to_be_bytes()).keys() {
-            self.snapshot.remove(k?)?;
-        }
-        Ok(out)
+        write_snapshot(&self.meta, &self.snapshot, alerts, incidents, applied)
     }
 
     fn load_kind<T: serde::de::DeserializeOwned>(&self, kind: u8) -> Result<Vec<T>, StoreError> {
-        let mut prefix = self.snapshot_generation()?.to_be_bytes().to_vec();
+        let mut prefix = meta_u64(&self.meta, SNAPSHOT_KEY)?.to_be_bytes().to_vec();
         prefix.push(kind);
         let mut out = Vec::new();
         for r in self.snapshot.scan_prefix(prefix) {
@@ -560,22 +537,43 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
         .iter()
         .map(|r| decode_json(&r?.1, "incidents"))
         .collect::<Result<_, _>>()?;
-    let meta = db.open_tree("meta")?;
-    let snapshot = db.open_tree("snapshot")?;
-    let generation = meta
-        .get(SNAPSHOT_KEY)?
-        .map_or(Ok(0), |v| decode_u64(&v, "meta"))?
-        + 1;
-    write_chunks(&snapshot, generation, KIND_ALERT, a.iter())?;
-    write_chunks(&snapshot, generation, KIND_INCIDENT, i.iter())?;
-    meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
-    for k in snapshot.range(..generation.to_be_bytes()).keys() {
-        snapshot.remove(k?)?;
-    }
+    let (meta, snapshot) = (db.open_tree("meta")?, db.open_tree("snapshot")?);
+    write_snapshot(&meta, &snapshot, a.iter(), i.iter(), None)?;
     db.flush()?;
     alerts.clear()?;
     incidents.clear()?;
     Ok(())
+}
+
+/// A counter in the meta tree, 0 when absent (the applied watermark, the
+/// snapshot generation).
+fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
+    meta.get(key)?.map_or(Ok(0), |v| decode_u64(&v, "meta"))
+}
+
+/// [`Store::write_snapshot`] on the trees themselves (also the schema 2 migration).
+fn write_snapshot<'a>(
+    meta: &sled::Tree,
+    snapshot: &sled::Tree,
+    alerts: impl Iterator<Item = &'a AlertState>,
+    incidents: impl Iterator<Item = &'a Incident>,
+    applied: Option<u64>,
+) -> Result<Snapshotted, StoreError> {
+    let generation = meta_u64(meta, SNAPSHOT_KEY)? + 1;
+    let out = Snapshotted {
+        alerts: write_chunks(snapshot, generation, KIND_ALERT, alerts)?,
+        incidents: write_chunks(snapshot, generation, KIND_INCIDENT, incidents)?,
+    };
+    meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
+    if let Some(w) = applied {
+        if w > meta_u64(meta, APPLIED_KEY)? {
+            meta.insert(APPLIED_KEY, &w.to_be_bytes())?;
+        }
+    }
+    for k in snapshot.range(..generation.to_be_bytes()).keys() {
+        snapshot.remove(k?)?;
+    }
+    Ok(out)
 }
 
 /// Writes `items` as JSON arrays under `generation ++ kind ++ chunk number`,
