@@ -55,6 +55,24 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// The credential an `Authorization` header presents (`Bearer` or `Basic`),
+/// digested for a constant-time comparison; `None` when missing or malformed.
+fn presented(header: Option<&[u8]>) -> Option<Credential> {
+    let header = std::str::from_utf8(header?).ok()?;
+    let (scheme, value) = header.trim().split_once(' ')?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Credential::Bearer(digest(value.as_bytes())))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        Some(Credential::Basic(digest(&decoded)))
+    } else {
+        None
+    }
+}
+
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -177,16 +195,9 @@ impl ApiToken {
 
     /// Accepts exactly `Authorization: Bearer <token>`.
     pub fn check(&self, header: Option<&[u8]>) -> Result<(), AuthError> {
-        let value = header
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| h.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, v)| v.trim())
-            .ok_or(AuthError::ApiToken)?;
-        if self.0.ct_eq(&digest(value.as_bytes())).unwrap_u8() == 1 {
-            Ok(())
-        } else {
-            Err(AuthError::ApiToken)
+        match presented(header) {
+            Some(Credential::Bearer(d)) if self.0.ct_eq(&d).unwrap_u8() == 1 => Ok(()),
+            _ => Err(AuthError::ApiToken),
         }
     }
 }
@@ -227,20 +238,7 @@ impl Authenticator {
                 cluster: None,
             });
         }
-        let header = header.ok_or(AuthError::Missing)?;
-        let header = std::str::from_utf8(header).map_err(|_| AuthError::Missing)?;
-        let (scheme, value) = header.trim().split_once(' ').ok_or(AuthError::Missing)?;
-        let value = value.trim();
-        let presented = if scheme.eq_ignore_ascii_case("bearer") {
-            Credential::Bearer(digest(value.as_bytes()))
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .map_err(|_| AuthError::Missing)?;
-            Credential::Basic(digest(&decoded))
-        } else {
-            return Err(AuthError::Missing);
-        };
+        let presented = presented(header).ok_or(AuthError::Missing)?;
         // Compare against every source without early exit.
         let mut found: Option<usize> = None;
         for (i, (_, _, cred)) in self.sources.iter().enumerate() {
