@@ -21,6 +21,12 @@ impl Clock for SystemClock {
     }
 }
 
+fn from_millis(ms: i64) -> Timestamp {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .expect("clock within chrono's range")
+}
+
 /// Wall-clock time, except while pinned: start-up pins it to each journal
 /// entry's receive time (and the deadlines between) while it re-applies the
 /// journal, so recovery runs as the original deliveries did, with the same
@@ -57,10 +63,7 @@ impl Clock for RecoveryClock {
     fn now(&self) -> Timestamp {
         match self.pinned.load(Ordering::SeqCst) {
             i64::MIN => Utc::now(),
-            ms => Utc
-                .timestamp_millis_opt(ms)
-                .single()
-                .expect("clock within chrono's range"),
+            ms => from_millis(ms),
         }
     }
 }
@@ -93,9 +96,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Utc.timestamp_millis_opt(self.millis.load(Ordering::SeqCst))
-            .single()
-            .expect("clock within chrono's range")
+        from_millis(self.millis.load(Ordering::SeqCst))
     }
 }
 

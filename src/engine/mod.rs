@@ -216,8 +216,10 @@ impl Engine {
         self.heartbeat.suspend();
     }
 
-    /// Persists every change to `store`: at each [`checkpoint`](Self::checkpoint),
-    /// which [`tick`](Self::tick) takes, and when the engine is dropped.
+    /// Persists the state to `store` as snapshots: when
+    /// [`checkpoint_if_due`](Self::checkpoint_if_due) finds one due (`serve`
+    /// asks after every tick), on [`checkpoint`](Self::checkpoint), and when
+    /// the engine is dropped.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
