@@ -391,6 +391,13 @@ impl Correlator {
     /// the effect began at most `SYMPTOM_LEAD_SECS` before the cause (an
     /// alert condition on the cause can lag the failure itself) and within the
     /// grouping window after it.
+    /// Seconds between two alerts' onsets, either way round.
+    fn onset_gap(&self, a: usize, b: usize) -> i64 {
+        (self.slot_data[a].starts_at - self.slot_data[b].starts_at)
+            .num_seconds()
+            .abs()
+    }
+
     fn explains(&self, cause: usize, effect: usize) -> bool {
         let w = self.settings.rules.window.as_chrono().num_seconds();
         let gap =
@@ -436,7 +443,6 @@ impl Correlator {
             return false;
         }
         let me = self.slot_data[s].primary;
-        let at = self.slot_data[s].starts_at;
         // The first two distinct pods (or one and a caller) settle it: a
         // workload's touch list grows with the storm, so stop early.
         let mut pod: Option<Key> = None;
@@ -457,7 +463,7 @@ impl Correlator {
                         _ => pod = Some(td.primary),
                     }
                 }
-            } else if (td.starts_at - at).num_seconds().abs() <= LOGICAL_ONSET_SECS {
+            } else if self.onset_gap(*t, s) <= LOGICAL_ONSET_SECS {
                 callers += 1;
             }
             if pod.is_some() && callers > 0 {
@@ -616,10 +622,7 @@ impl Correlator {
                     let tr = self.find(t);
                     if tr != self.find(rep)
                         && self.slot_data[tr].size > 1
-                        && (self.slot_data[t].starts_at - self.slot_data[rep].starts_at)
-                            .num_seconds()
-                            .abs()
-                            > ZONE_ONSET_SECS
+                        && self.onset_gap(t, rep) > ZONE_ONSET_SECS
                     {
                         continue;
                     }
@@ -642,9 +645,7 @@ impl Correlator {
                     continue;
                 }
                 let td = &self.slot_data[t];
-                let gap = (td.starts_at - self.slot_data[rep].starts_at)
-                    .num_seconds()
-                    .abs();
+                let gap = self.onset_gap(t, rep);
                 if gap > LOGICAL_ONSET_SECS {
                     continue;
                 }
@@ -776,10 +777,7 @@ impl Correlator {
         for k in d.infra.iter().filter(|_| !own_cause) {
             if let Some(r) = self.failing_near(*k, s, now) {
                 if self.ents[*k as usize].entity.kind == EntityKind::Zone
-                    && (self.slot_data[r].starts_at - d.starts_at)
-                        .num_seconds()
-                        .abs()
-                        > ZONE_TOGETHER_SECS
+                    && self.onset_gap(r, s) > ZONE_TOGETHER_SECS
                 {
                     continue;
                 }
@@ -796,11 +794,7 @@ impl Correlator {
                 .logical
                 .iter()
                 .filter_map(|k| self.logical_near(*k, s, now))
-                .min_by_key(|r| {
-                    (self.slot_data[*r].starts_at - d.starts_at)
-                        .num_seconds()
-                        .abs()
-                });
+                .min_by_key(|r| self.onset_gap(*r, s));
             if let Some(r) = best {
                 self.slot_data[s].logical_linked = true;
                 self.union(s, r, now, touched);
@@ -869,9 +863,7 @@ impl Correlator {
                 .copied()
                 .filter(|f| self.active(*f, now))
                 .filter(|f| {
-                    let gap = (self.slot_data[*f].starts_at - d.starts_at)
-                        .num_seconds()
-                        .abs();
+                    let gap = self.onset_gap(*f, s);
                     if node {
                         self.near(*f, s) || self.slot_data[*f].firing
                     } else {
@@ -883,11 +875,7 @@ impl Correlator {
                         .inferred
                         .filter(|f| self.slot_data[*f].alive && self.near(*f, s)),
                 )
-                .min_by_key(|f| {
-                    (self.slot_data[*f].starts_at - d.starts_at)
-                        .num_seconds()
-                        .abs()
-                });
+                .min_by_key(|f| self.onset_gap(*f, s));
             // An alert already explained by a cause does not bridge it to
             // another problem on the same entity.
             let same = same.filter(|r| {
@@ -922,8 +910,7 @@ impl Correlator {
                         self.active(**t, now)
                             && td.links
                             && !td.infra_mode
-                            && (td.starts_at - d.starts_at).num_seconds().abs()
-                                <= LOGICAL_ONSET_SECS
+                            && self.onset_gap(**t, s) <= LOGICAL_ONSET_SECS
                     })
                     .map(|t| self.slot_data[*t].primary)
                     .collect();
@@ -956,8 +943,7 @@ impl Correlator {
                             let td = &self.slot_data[*t];
                             self.active(*t, now)
                                 && td.links
-                                && (td.starts_at - d.starts_at).num_seconds().abs()
-                                    <= ZONE_ONSET_SECS
+                                && self.onset_gap(*t, s) <= ZONE_ONSET_SECS
                                 && !(td.logical_linked
                                     && td
                                         .owner
