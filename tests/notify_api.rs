@@ -4,22 +4,14 @@
 //! `server.api_token`, every mutating endpoint answers 401 without the token
 //! or with a wrong one, and the CLI sends it.
 
+mod common;
 mod notify_common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notify_common::*;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn cli(base: &str, args: &[&str]) -> (bool, String, String) {
     cli_env(base, args, &[])
@@ -71,7 +63,7 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
         ),
     )
     .unwrap();
-    let (_p, base) = serve(&cfg, &dir.path().join("data")).await;
+    let (_p, base) = serve(&cfg, &dir.path().join("data"));
     let client = reqwest::Client::new();
 
     // A malformed matcher is refused with a clear message.
@@ -98,26 +90,8 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
         "{table}"
     );
 
-    let now = chrono::Utc::now().to_rfc3339();
-    let alert = |node: &str| {
-        format!(
-            r#"{{"status":"firing","labels":{{"alertname":"KubeNodeNotReady","node":"{node}","severity":"critical"}},
-            "annotations":{{}},"startsAt":"{now}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":""}}"#
-        )
-    };
-    let body = format!(
-        r#"{{"version":"4","groupKey":"{{}}:{{}}","status":"firing","receiver":"x","externalURL":"http://am","alerts":[{},{}]}}"#,
-        alert("n1"),
-        alert("n2")
-    );
-    let r = client
-        .post(format!("{base}/api/v1/alerts"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let status = post_node_down(&client, &base, &["n1", "n2"], chrono::Utc::now()).await;
+    assert!(status.is_success());
 
     let wait_for = |want: usize| {
         let hook = hook.clone();
@@ -142,20 +116,8 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
     assert_eq!(wait_for(2).await, ["n2", "n1"]);
 
     // Acknowledge: known incident → 200, unknown → 404.
-    let incidents: serde_json::Value = client
-        .get(format!("{base}/api/v1/incidents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let list = incidents
-        .as_array()
-        .cloned()
-        .or_else(|| incidents["incidents"].as_array().cloned())
-        .unwrap_or_default();
-    let id = list[0]["id"].as_str().unwrap();
+    let ids = incident_ids(&client, &base).await;
+    let id = &ids[0];
     let r = client
         .post(format!("{base}/api/v1/incidents/{id}/ack"))
         .send()
@@ -170,40 +132,55 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
     assert_eq!(r.status(), 404);
 }
 
-/// Starts `stormcast serve` on a free loopback port; returns it with its base URL
-/// once ready.
-async fn serve(cfg: &std::path::Path, data: &std::path::Path) -> (Proc, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let p = Proc(
-        Command::new(env!("CARGO_BIN_EXE_stormcast"))
-            .args(["serve", "--config"])
-            .arg(cfg)
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
+/// Posts a webhook with one firing `KubeNodeNotReady` per node; the answer's status.
+async fn post_node_down(
+    client: &reqwest::Client,
+    base: &str,
+    nodes: &[&str],
+    starts: chrono::DateTime<chrono::Utc>,
+) -> reqwest::StatusCode {
+    let starts = starts.to_rfc3339();
+    let alerts: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let labels = [
+                ("alertname", "KubeNodeNotReady"),
+                ("node", *n),
+                ("severity", "critical"),
+            ];
+            common::alert(&labels, "firing", &starts, "0001-01-01T00:00:00Z")
+        })
+        .collect();
+    client
+        .post(format!("{base}/api/v1/alerts"))
+        .json(&common::webhook("http://am", &alerts))
         .send()
         .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (p, base)
+        .unwrap()
+        .status()
+}
+
+/// The ids `GET /api/v1/incidents` lists, newest first.
+async fn incident_ids(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let list: Vec<serde_json::Value> = client
+        .get(format!("{base}/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Starts `stormcast serve` on a free loopback port; returns it with its base URL
+/// once ready.
+fn serve(cfg: &std::path::Path, data: &std::path::Path) -> (common::Server, String) {
+    let server = common::Server::start(data, Some(cfg));
+    let base = server.url("");
+    (server, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +197,7 @@ async fn api_token_guards_every_mutating_endpoint() {
          receivers: [{name: nobody}]\n",
     )
     .unwrap();
-    let (_p, base) = serve(&cfg, &dir.path().join("data")).await;
+    let (_p, base) = serve(&cfg, &dir.path().join("data"));
     let client = reqwest::Client::new();
     let now = chrono::Utc::now();
     let silence = serde_json::json!({
@@ -275,39 +252,13 @@ async fn api_token_guards_every_mutating_endpoint() {
 
     // The webhook receiver keeps its own (source) authentication: open on
     // loopback without sources, whatever the API token.
-    let starts = now.to_rfc3339();
-    let body = format!(
-        r#"{{"version":"4","groupKey":"{{}}:{{}}","status":"firing","receiver":"x","externalURL":"http://am",
-        "alerts":[{{"status":"firing","labels":{{"alertname":"KubeNodeNotReady","node":"n2","severity":"critical"}},
-        "annotations":{{}},"startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":""}}]}}"#
-    );
-    let r = client
-        .post(format!("{base}/api/v1/alerts"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(post_node_down(&client, &base, &["n2"], now).await, 200);
 
     // Acknowledging an incident.
     let deadline = Instant::now() + Duration::from_secs(20);
     let incident = loop {
-        let v: serde_json::Value = client
-            .get(format!("{base}/api/v1/incidents"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let list = v
-            .as_array()
-            .cloned()
-            .or_else(|| v["incidents"].as_array().cloned())
-            .unwrap_or_default();
-        if let Some(id) = list.first().and_then(|i| i["id"].as_str()) {
-            break id.to_owned();
+        if let Some(id) = incident_ids(&client, &base).await.into_iter().next() {
+            break id;
         }
         assert!(Instant::now() < deadline, "no incident opened");
         tokio::time::sleep(Duration::from_millis(100)).await;
