@@ -104,56 +104,7 @@ fn judge(suggested: &[(String, String)], storm: &sim::Storm) -> (usize, usize, u
 
 fn main() -> anyhow::Result<()> {
     println!("stormcast correlation quality (fixed seeds)");
-    let scenarios: Vec<(&str, SimConfig)> = vec![
-        (
-            "4 clusters, light",
-            SimConfig {
-                seed: 1,
-                clusters: 4,
-                faults_per_cluster: 2,
-                ..Default::default()
-            },
-        ),
-        (
-            "6 clusters, dense",
-            SimConfig {
-                seed: 2,
-                clusters: 6,
-                faults_per_cluster: 5,
-                ..Default::default()
-            },
-        ),
-        (
-            "8 clusters, dense",
-            SimConfig {
-                seed: 3,
-                clusters: 8,
-                faults_per_cluster: 6,
-                ..Default::default()
-            },
-        ),
-        (
-            "12 clusters, dense",
-            SimConfig {
-                seed: 4,
-                clusters: 12,
-                faults_per_cluster: 6,
-                nodes_per_cluster: 20,
-                ..Default::default()
-            },
-        ),
-        (
-            "12 clusters, very dense",
-            SimConfig {
-                seed: 5,
-                clusters: 12,
-                faults_per_cluster: 10,
-                nodes_per_cluster: 30,
-                noise_per_hour: 8.0,
-                ..Default::default()
-            },
-        ),
-    ];
+    let scenarios = sim::quality_scenarios();
     for (name, cfg) in scenarios {
         let storm = sim::simulate(&cfg);
         let run = storm.run(true)?;

@@ -36,60 +36,23 @@ fn check(cfg: SimConfig, min_f1: f64, min_top1: f64) -> stormcast::app::ReplaySt
 
 #[test]
 fn light_storm_over_four_clusters() {
-    check(
-        SimConfig {
-            seed: 1,
-            clusters: 4,
-            faults_per_cluster: 2,
-            ..Default::default()
-        },
-        0.95,
-        0.99,
-    );
+    check(sim::quality_scenario(1), 0.95, 0.99);
 }
 
 #[test]
 fn dense_storm_over_six_clusters() {
-    check(
-        SimConfig {
-            seed: 2,
-            clusters: 6,
-            faults_per_cluster: 5,
-            ..Default::default()
-        },
-        0.98,
-        0.99,
-    );
+    check(sim::quality_scenario(2), 0.98, 0.99);
 }
 
 #[test]
 fn dense_storm_over_eight_clusters_with_small_zones() {
     // Four-node zones: unrelated node failures must not become a zone outage.
-    check(
-        SimConfig {
-            seed: 3,
-            clusters: 8,
-            faults_per_cluster: 6,
-            ..Default::default()
-        },
-        0.95,
-        0.99,
-    );
+    check(sim::quality_scenario(3), 0.95, 0.99);
 }
 
 #[test]
 fn dense_storm_over_twelve_clusters() {
-    let stats = check(
-        SimConfig {
-            seed: 4,
-            clusters: 12,
-            faults_per_cluster: 6,
-            nodes_per_cluster: 20,
-            ..Default::default()
-        },
-        0.96,
-        0.98,
-    );
+    let stats = check(sim::quality_scenario(4), 0.96, 0.98);
     // New alerts arrive far above the clusters' baselines: storm mode.
     assert!(
         stats.storm_clusters.len() >= 3,
@@ -103,18 +66,7 @@ fn dense_storm_over_twelve_clusters() {
 fn very_dense_storm_over_twelve_clusters() {
     // Ten faults per cluster over 30-node clusters: faults overlap in time
     // on the same nodes and zones, some beyond telling apart.
-    check(
-        SimConfig {
-            seed: 5,
-            clusters: 12,
-            faults_per_cluster: 10,
-            nodes_per_cluster: 30,
-            noise_per_hour: 8.0,
-            ..Default::default()
-        },
-        0.88,
-        0.97,
-    );
+    check(sim::quality_scenario(5), 0.88, 0.97);
 }
 
 #[test]
