@@ -52,11 +52,10 @@ struct Gist {
 
 impl Gist {
     fn of(inc: &Incident) -> Self {
-        let mut clusters = inc.clusters.clone();
-        clusters.sort();
         Gist {
             cause: inc.root_cause.entity.clone(),
-            clusters,
+            // Correlation keeps them sorted and deduplicated.
+            clusters: inc.clusters.clone(),
             severity: inc.severity.clone(),
         }
     }
