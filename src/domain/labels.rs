@@ -65,7 +65,9 @@ impl Labels {
         Ok(Self::from_sorted_map(map))
     }
 
-    fn from_sorted_map(map: BTreeMap<String, String>) -> Self {
+    /// A label set from a map whose names are already checked: a map is
+    /// sorted and unique, so the pairs are taken over as they are.
+    pub fn from_sorted_map(map: BTreeMap<String, String>) -> Self {
         Labels(
             map.into_iter()
                 .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))

@@ -99,6 +99,17 @@ pub fn parse_delivery(
     source_cluster: Option<&str>,
     limits: &IngestConfig,
 ) -> Result<Delivery, PayloadError> {
+    // Tracking the path of every value costs as much as the parse itself, so
+    // the path is only worked out again for a body that does not parse.
+    let msg = match serde_json::from_slice::<WebhookMessage>(body) {
+        Ok(msg) => msg,
+        Err(_) => parse_with_path(body)?,
+    };
+    validate_message(msg, received_at, source, source_cluster, limits)
+}
+
+/// Parses `body` noting where it fails, for the rejection's field.
+fn parse_with_path(body: &[u8]) -> Result<WebhookMessage, PayloadError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let msg: WebhookMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -113,7 +124,7 @@ pub fn parse_delivery(
     })?;
     de.end()
         .map_err(|e| PayloadError::new("body", format!("invalid JSON: {e}")))?;
-    validate_message(msg, received_at, source, source_cluster, limits)
+    Ok(msg)
 }
 
 fn validate_message(
@@ -152,7 +163,7 @@ fn validate_message(
     let mut alerts = Vec::with_capacity(msg.alerts.len());
     for (i, a) in msg.alerts.into_iter().enumerate() {
         let at = |f: &str| format!("alerts[{i}].{f}");
-        let Some(raw_labels) = a.labels else {
+        let Some(mut raw_labels) = a.labels else {
             return Err(PayloadError::new(at("labels"), "missing"));
         };
         if raw_labels.is_empty() {
@@ -218,26 +229,30 @@ fn validate_message(
                 )
             })?)
         };
-        let mut labels: Labels = raw_labels
-            .into_iter()
-            .filter(|(k, _)| !limits.drop_labels.iter().any(|d| d == k))
-            .collect();
-        let cluster = match labels.get("cluster").filter(|c| !c.is_empty()) {
-            Some(c) => ClusterId::new(c),
+        for d in &limits.drop_labels {
+            raw_labels.remove(d);
+        }
+        let name = match raw_labels.get("cluster").filter(|c| !c.is_empty()) {
+            Some(c) => c.as_str(),
             None => {
                 let c = source_cluster
                     .map(str::to_owned)
                     .or_else(|| url_cluster.clone())
                     .unwrap_or_else(|| "unknown".to_owned());
-                labels.insert("cluster", c.clone());
-                ClusterId::new(c)
+                raw_labels.insert("cluster".to_owned(), c);
+                &raw_labels["cluster"]
             }
+        };
+        // The alerts of a delivery mostly share a cluster: share its name.
+        let cluster = match alerts.last() {
+            Some(DeliveryAlert { cluster, .. }) if cluster.as_str() == name => cluster.clone(),
+            _ => ClusterId::new(name),
         };
         alerts.push(DeliveryAlert {
             cluster,
             observation: Observation {
-                labels,
-                annotations: a.annotations.into_iter().collect(),
+                labels: Labels::from_sorted_map(raw_labels),
+                annotations: Labels::from_sorted_map(a.annotations),
                 status,
                 starts_at,
                 ends_at,
