@@ -187,6 +187,10 @@ impl Topology {
         ns: &str,
         name: &str,
     ) -> Option<&'a V> {
+        // Looking up builds owned keys: skip it for a map never filled.
+        if map.is_empty() {
+            return None;
+        }
         map.get(&Self::key(cluster, ns, name))
             .or_else(|| map.get(&Self::key("", ns, name)))
     }
@@ -207,6 +211,9 @@ impl Topology {
     }
 
     pub fn node_zone(&self, cluster: &str, node: &str) -> Option<&str> {
+        if self.node_zone.is_empty() {
+            return None;
+        }
         self.node_zone
             .get(&(cluster.to_owned(), node.to_owned()))
             .or_else(|| self.node_zone.get(&(String::new(), node.to_owned())))
@@ -215,12 +222,17 @@ impl Topology {
 
     /// Whether the name is a node the topology knows.
     pub fn is_node(&self, cluster: &str, node: &str) -> bool {
-        self.node_pods
-            .contains_key(&(cluster.to_owned(), node.to_owned()))
+        !self.node_pods.is_empty()
+            && self
+                .node_pods
+                .contains_key(&(cluster.to_owned(), node.to_owned()))
             || self.node_zone(cluster, node).is_some()
     }
 
     pub fn pods_on_node(&self, cluster: &str, node: &str) -> usize {
+        if self.node_pods.is_empty() {
+            return 0;
+        }
         self.node_pods
             .get(&(cluster.to_owned(), node.to_owned()))
             .copied()
