@@ -1,5 +1,6 @@
 //! Grouping and ranking scenarios on hand-written alerts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::TimeZone;
