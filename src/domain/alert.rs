@@ -107,6 +107,16 @@ pub struct DeliveryContext<'a> {
 impl AlertState {
     /// Creates the state for an identity seen for the first time.
     pub fn first(obs: Observation, ctx: &DeliveryContext<'_>) -> (Self, Transition) {
+        Self::first_as(obs.labels.fingerprint(), obs, ctx)
+    }
+
+    /// [`first`](Self::first) for a caller that already has the labels'
+    /// fingerprint.
+    pub fn first_as(
+        id: Fingerprint,
+        obs: Observation,
+        ctx: &DeliveryContext<'_>,
+    ) -> (Self, Transition) {
         let transition = match obs.status {
             AlertStatus::Firing => Transition::New,
             AlertStatus::Resolved => Transition::NewResolved,
@@ -116,7 +126,7 @@ impl AlertState {
             AlertStatus::Resolved => Some(obs.ends_at.unwrap_or(ctx.received_at)),
         };
         let state = AlertState {
-            id: obs.labels.fingerprint(),
+            id,
             am_fingerprint: obs.am_fingerprint,
             cluster: ctx.cluster.clone(),
             labels: obs.labels,

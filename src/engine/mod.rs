@@ -9,7 +9,7 @@
 mod clock;
 pub mod heartbeat;
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,29 @@ impl ApplyOutcome {
     }
 }
 
+/// Every transition, in the order of [`transition_index`].
+const TRANSITIONS: [Transition; 7] = [
+    Transition::New,
+    Transition::NewResolved,
+    Transition::Refired,
+    Transition::Resolved,
+    Transition::Updated,
+    Transition::Unchanged,
+    Transition::Stale,
+];
+
+fn transition_index(t: Transition) -> usize {
+    match t {
+        Transition::New => 0,
+        Transition::NewResolved => 1,
+        Transition::Refired => 2,
+        Transition::Resolved => 3,
+        Transition::Updated => 4,
+        Transition::Unchanged => 5,
+        Transition::Stale => 6,
+    }
+}
+
 fn transition_name(t: Transition) -> &'static str {
     match t {
         Transition::New => "new",
@@ -145,7 +168,7 @@ pub struct EngineStats {
 /// The alert state, correlation and notification planning, driven by a clock.
 pub struct Engine {
     clock: Arc<dyn Clock>,
-    alerts: HashMap<Fingerprint, AlertState>,
+    alerts: foldhash::HashMap<Fingerprint, AlertState>,
     correlator: Correlator,
     planner: Planner,
     store: Option<Store>,
@@ -179,7 +202,7 @@ impl Engine {
     pub fn new(clock: Arc<dyn Clock>, correlator: Correlator, planner: Planner) -> Self {
         Engine {
             clock: clock.clone(),
-            alerts: HashMap::new(),
+            alerts: foldhash::HashMap::default(),
             correlator,
             planner,
             store: None,
@@ -317,6 +340,10 @@ impl Engine {
 
     fn apply_alerts(&mut self, d: &Delivery, now: Timestamp) -> ApplyOutcome {
         let mut outcome = ApplyOutcome::default();
+        // Metrics are counted per delivery: a labelled metric costs a lookup
+        // and a label string each time it is touched.
+        let mut transitions = [0u64; TRANSITIONS.len()];
+        let mut firing_delta: Vec<(&crate::domain::ClusterId, i64)> = Vec::new();
         for da in &d.alerts {
             let ctx = DeliveryContext {
                 cluster: &da.cluster,
@@ -326,11 +353,14 @@ impl Engine {
             };
             let id = da.observation.labels.fingerprint();
             let obs = da.observation.clone();
-            let (was_firing, transition) = match self.alerts.get_mut(&id) {
-                Some(state) => (state.is_firing(), state.observe(obs, &ctx)),
-                None => {
-                    let (state, t) = AlertState::first(obs, &ctx);
-                    self.alerts.insert(id, state);
+            let (was_firing, transition) = match self.alerts.entry(id) {
+                Entry::Occupied(mut e) => {
+                    let state = e.get_mut();
+                    (state.is_firing(), state.observe(obs, &ctx))
+                }
+                Entry::Vacant(e) => {
+                    let (state, t) = AlertState::first_as(id, obs, &ctx);
+                    e.insert(state);
                     (false, t)
                 }
             };
@@ -343,21 +373,12 @@ impl Engine {
             if transition == Transition::Refired {
                 self.stats.flaps += 1;
             }
-            if let Some(m) = &self.metrics {
-                m.transitions
-                    .get_or_create(&TransitionLabel {
-                        transition: transition_name(transition).to_owned(),
-                    })
-                    .inc();
-                if was_firing != state.is_firing() {
-                    let g = m.active_alerts.get_or_create(&ClusterLabel {
-                        cluster: state.cluster.to_string(),
-                    });
-                    if state.is_firing() {
-                        g.inc();
-                    } else {
-                        g.dec();
-                    }
+            transitions[transition_index(transition)] += 1;
+            if was_firing != state.is_firing() {
+                let delta = if state.is_firing() { 1 } else { -1 };
+                match firing_delta.iter_mut().find(|(c, _)| **c == da.cluster) {
+                    Some((_, n)) => *n += delta,
+                    None => firing_delta.push((&da.cluster, delta)),
                 }
             }
             // Re-deliveries bump counters too, so every observation marks the
@@ -366,6 +387,26 @@ impl Engine {
             // The heartbeat proves the pipeline works; it is never an incident.
             if transition.is_change() && !self.heartbeat.is_heartbeat(&state.labels) {
                 self.correlator.stage(state, transition, now);
+            }
+        }
+        if let Some(m) = &self.metrics {
+            for (t, n) in TRANSITIONS.iter().zip(transitions) {
+                if n > 0 {
+                    m.transitions
+                        .get_or_create(&TransitionLabel {
+                            transition: transition_name(*t).to_owned(),
+                        })
+                        .inc_by(n);
+                }
+            }
+            for (cluster, n) in firing_delta {
+                if n != 0 {
+                    m.active_alerts
+                        .get_or_create(&ClusterLabel {
+                            cluster: cluster.to_string(),
+                        })
+                        .inc_by(n);
+                }
             }
         }
         let events = self.correlator.finish();
