@@ -179,8 +179,8 @@ fn validate_message(
                 ),
             ));
         }
-        check_map(&raw_labels, &at("labels"), limits, true)?;
-        check_map(&a.annotations, &at("annotations"), limits, false)?;
+        check_map(&raw_labels, || at("labels"), limits, true)?;
+        check_map(&a.annotations, || at("annotations"), limits, false)?;
         match raw_labels.get("alertname") {
             Some(n) if !n.is_empty() => {}
             _ => {
@@ -272,22 +272,24 @@ fn validate_message(
     })
 }
 
+/// Checks label names and value sizes; `field` names the map, built only
+/// for a rejection.
 fn check_map(
     map: &BTreeMap<String, String>,
-    field: &str,
+    field: impl Fn() -> String,
     limits: &IngestConfig,
     names_are_labels: bool,
 ) -> Result<(), PayloadError> {
     for (k, v) in map {
         if names_are_labels && !is_valid_label_name(k) {
             return Err(PayloadError::new(
-                format!("{field}.{k}"),
+                format!("{}.{k}", field()),
                 "invalid label name: must match [a-zA-Z_][a-zA-Z0-9_]*",
             ));
         }
         if v.len() > limits.max_value_bytes {
             return Err(PayloadError::new(
-                format!("{field}.{k}"),
+                format!("{}.{k}", field()),
                 format!(
                     "value of {} bytes exceeds the limit of {}",
                     v.len(),
