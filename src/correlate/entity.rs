@@ -35,8 +35,9 @@ pub struct Resolved {
     pub infra: Vec<Node>,
     /// Logical parents: the workload of a pod, the services an app depends on.
     pub logical: Vec<Node>,
-    /// Every causal ancestor (transitive), for ranking.
-    pub ancestors: Vec<Node>,
+    /// Causal ancestors (transitive, for ranking) besides `primary`, `infra`
+    /// and `logical`, which are ancestors too: the zone of a pod's node.
+    pub more_ancestors: Vec<Node>,
     /// The workload owning a pod.
     pub owner: Option<String>,
     /// A scrape job over the cluster's nodes: attaches to a failing node.
@@ -149,7 +150,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         primary: simple(EntityKind::Cluster, cluster, None, cluster),
         infra: Vec::new(),
         logical: Vec::new(),
-        ancestors: Vec::new(),
+        more_ancestors: Vec::new(),
         owner: None,
         node_scrape: false,
         links,
@@ -263,18 +264,14 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         }
     }
     let _ = app;
-    let mut ancestors = vec![out.primary.clone()];
-    ancestors.extend(out.infra.iter().cloned());
-    ancestors.extend(out.logical.iter().cloned());
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod {
         if let Some(n) = out.infra.first() {
             if let Some(z) = topo.node_zone(cluster, &n.entity.name) {
-                ancestors.push(zone_entity(cluster, z));
+                out.more_ancestors.push(zone_entity(cluster, z));
             }
         }
     }
-    out.ancestors = ancestors;
     out
 }
 

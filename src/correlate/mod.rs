@@ -181,9 +181,9 @@ struct Slot {
     ends_at: Option<Timestamp>,
     starts_at: Timestamp,
     primary: Key,
-    infra: Vec<Key>,
-    logical: Vec<Key>,
-    ancestors: Vec<Key>,
+    infra: Box<[Key]>,
+    logical: Box<[Key]>,
+    ancestors: Box<[Key]>,
     owner: Option<Key>,
     /// Linked through a failing infrastructure parent (node, zone).
     infra_mode: bool,
@@ -486,7 +486,14 @@ impl Correlator {
         let primary = self.intern(&r.primary);
         let infra: Vec<Key> = r.infra.iter().map(|n| self.intern(n)).collect();
         let logical: Vec<Key> = r.logical.iter().map(|n| self.intern(n)).collect();
-        let mut ancestors: Vec<Key> = r.ancestors.iter().map(|n| self.intern(n)).collect();
+        let mut ancestors: Vec<Key> = std::iter::once(primary)
+            .chain(infra.iter().copied())
+            .chain(logical.iter().copied())
+            .collect();
+        for n in &r.more_ancestors {
+            let k = self.intern(n);
+            ancestors.push(k);
+        }
         ancestors.sort_unstable();
         ancestors.dedup();
         let owner = r.owner.as_ref().and_then(|o| self.keys.get(o).copied());
@@ -499,9 +506,9 @@ impl Correlator {
             ends_at: alert.ends_at,
             starts_at: alert.starts_at,
             primary,
-            infra,
-            logical,
-            ancestors,
+            infra: infra.into(),
+            logical: logical.into(),
+            ancestors: ancestors.into(),
             owner,
             infra_mode: false,
             links: r.links,
@@ -511,7 +518,7 @@ impl Correlator {
             logical_linked: false,
             weight: r.weight,
             severity: severity_rank(alert.severity()),
-            cluster: Arc::from(alert.cluster.as_str()),
+            cluster: alert.cluster.shared(),
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -1010,8 +1017,11 @@ impl Correlator {
             r.storm = c >= min && c > factor * r.baseline.max(1.0);
             r.storm
         };
-        let key: Arc<str> = Arc::from(cluster);
-        let storm = step(self.rates.entry(key).or_default(), min);
+        let rate = match self.rates.get_mut(cluster) {
+            Some(r) => r,
+            None => self.rates.entry(Arc::from(cluster)).or_default(),
+        };
+        let storm = step(rate, min);
         // The fleet is in a storm when its own arrival rate is, or when two
         // or more clusters are at once (within one Alertmanager
         // group_interval of each other).
