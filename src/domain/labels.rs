@@ -14,9 +14,35 @@ use super::Fingerprint;
 /// The pairs live in one shared, immutable slice: an alert's labels are copied
 /// into its incident, its root cause and every notification snapshot, and with
 /// a fleet's worth of active alerts those copies would dominate memory. A
-/// clone is a reference count; the rare change copies the slice.
+/// clone is a reference count; the rare change copies the slice. Label names
+/// are few and repeat on every alert, so they are shared too ([`name`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Arc<[(Box<str>, Box<str>)]>);
+pub struct Labels(Arc<[(Arc<str>, Box<str>)]>);
+
+/// Most distinct label names shared; names past it (a sender inventing
+/// names) each get their own copy, so the table cannot grow without bound.
+const MAX_SHARED_NAMES: usize = 4096;
+
+/// The shared copy of a label name.
+fn name(n: &str) -> Arc<str> {
+    use std::collections::HashSet;
+    use std::sync::{OnceLock, RwLock};
+    static NAMES: OnceLock<RwLock<HashSet<Arc<str>, foldhash::fast::RandomState>>> =
+        OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(shared) = names.read().unwrap_or_else(|e| e.into_inner()).get(n) {
+        return shared.clone();
+    }
+    let mut names = names.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = names.get(n) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = Arc::from(n);
+    if names.len() < MAX_SHARED_NAMES {
+        names.insert(shared.clone());
+    }
+    shared
+}
 
 impl Default for Labels {
     fn default() -> Self {
@@ -70,7 +96,7 @@ impl Labels {
     pub fn from_sorted_map(map: BTreeMap<String, String>) -> Self {
         Labels(
             map.into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .map(|(k, v)| (name(&k), v.into_boxed_str()))
                 .collect(),
         )
     }
@@ -93,7 +119,7 @@ impl Labels {
         let mut pairs = self.0.to_vec();
         match self.position(&name) {
             Ok(i) => pairs[i].1 = value,
-            Err(i) => pairs.insert(i, (name.into_boxed_str(), value)),
+            Err(i) => pairs.insert(i, (self::name(&name), value)),
         }
         self.0 = pairs.into();
     }
