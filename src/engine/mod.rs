@@ -168,7 +168,9 @@ pub struct EngineStats {
 /// The alert state, correlation and notification planning, driven by a clock.
 pub struct Engine {
     clock: Arc<dyn Clock>,
-    alerts: foldhash::HashMap<Fingerprint, AlertState>,
+    /// Boxed: the map then moves 16 bytes per alert when it grows, and its
+    /// spare capacity costs 16 bytes a slot instead of a whole state.
+    alerts: foldhash::HashMap<Fingerprint, Box<AlertState>>,
     correlator: Correlator,
     planner: Planner,
     store: Option<Store>,
@@ -282,12 +284,13 @@ impl Engine {
                         .inc();
                 }
             }
-            self.alerts.insert(a.id, a);
+            self.alerts.insert(a.id, Box::new(a));
         }
         self.correlator.restore(store.load_incidents()?);
         let last_heard = load_heartbeats(store)?;
+        let now = self.clock.now();
         self.heartbeat
-            .restore(self.alerts.values(), last_heard, self.clock.now());
+            .restore(self.alerts.values().map(|a| &**a), last_heard, now);
         self.update_gauges();
         Ok(self.alerts.len())
     }
@@ -360,7 +363,7 @@ impl Engine {
                 }
                 Entry::Vacant(e) => {
                     let (state, t) = AlertState::first_as(id, obs, &ctx);
-                    e.insert(state);
+                    e.insert(Box::new(state));
                     (false, t)
                 }
             };
@@ -468,7 +471,7 @@ impl Engine {
         let watermark = store.applied_watermark();
         let started = std::time::Instant::now();
         let done = store.write_snapshot(
-            self.alerts.values(),
+            self.alerts.values().map(|a| &**a),
             self.correlator.incidents().into_iter(),
             watermark,
         )?;
@@ -524,11 +527,11 @@ impl Engine {
     }
 
     pub fn alert(&self, id: Fingerprint) -> Option<&AlertState> {
-        self.alerts.get(&id)
+        self.alerts.get(&id).map(|a| &**a)
     }
 
     pub fn alerts(&self) -> impl Iterator<Item = &AlertState> {
-        self.alerts.values()
+        self.alerts.values().map(|a| &**a)
     }
 
     pub fn alert_count(&self) -> usize {
