@@ -452,10 +452,12 @@ fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch
                 if !st.generator_url.is_empty() {
                     links
                         .generators
-                        .insert(a.fingerprint.to_string(), st.generator_url.clone());
+                        .insert(a.fingerprint.to_string(), st.generator_url.to_string());
                 }
-                if !st.external_url.is_empty() && !links.sources.contains(&st.external_url) {
-                    links.sources.push(st.external_url.clone());
+                if !st.external_url.is_empty()
+                    && !links.sources.iter().any(|s| st.external_url == *s)
+                {
+                    links.sources.push(st.external_url.to_string());
                 }
             }
         }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterId, Fingerprint, Labels, Timestamp};
+use super::{ClusterId, Fingerprint, Labels, SharedStr, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +55,7 @@ pub struct Observation {
     pub status: AlertStatus,
     pub starts_at: Timestamp,
     pub ends_at: Option<Timestamp>,
-    pub generator_url: String,
+    pub generator_url: SharedStr,
     pub am_fingerprint: Option<Fingerprint>,
 }
 
@@ -78,13 +78,13 @@ pub struct AlertState {
     #[serde(default)]
     pub ends_at: Option<Timestamp>,
     #[serde(default)]
-    pub generator_url: String,
+    pub generator_url: SharedStr,
     /// The sending Alertmanager's `externalURL`.
     #[serde(default)]
-    pub external_url: String,
+    pub external_url: SharedStr,
     /// The configured source that delivered it last.
     #[serde(default)]
-    pub source: String,
+    pub source: SharedStr,
     pub first_received: Timestamp,
     pub last_received: Timestamp,
     /// How many times this identity fired again after resolving.
@@ -99,8 +99,8 @@ pub struct AlertState {
 #[derive(Debug, Clone)]
 pub struct DeliveryContext<'a> {
     pub cluster: &'a ClusterId,
-    pub source: &'a str,
-    pub external_url: &'a str,
+    pub source: &'a SharedStr,
+    pub external_url: &'a SharedStr,
     pub received_at: Timestamp,
 }
 
@@ -135,8 +135,8 @@ impl AlertState {
             starts_at: obs.starts_at,
             ends_at,
             generator_url: obs.generator_url,
-            external_url: ctx.external_url.to_owned(),
-            source: ctx.source.to_owned(),
+            external_url: ctx.external_url.clone(),
+            source: ctx.source.clone(),
             first_received: ctx.received_at,
             last_received: ctx.received_at,
             flaps: 0,
@@ -200,9 +200,9 @@ impl AlertState {
             }
         };
         if transition.is_change() {
-            self.source = ctx.source.to_owned();
+            self.source = ctx.source.clone();
             if !ctx.external_url.is_empty() {
-                self.external_url = ctx.external_url.to_owned();
+                self.external_url = ctx.external_url.clone();
             }
         }
         transition
@@ -255,7 +255,7 @@ mod tests {
             status,
             starts_at: t(starts),
             ends_at: ends.map(t),
-            generator_url: String::new(),
+            generator_url: Default::default(),
             am_fingerprint: None,
         }
     }
@@ -263,8 +263,8 @@ mod tests {
     fn ctx(cluster: &ClusterId, at: i64) -> DeliveryContext<'_> {
         DeliveryContext {
             cluster,
-            source: "s",
-            external_url: "",
+            source: Box::leak(Box::new("s".into())),
+            external_url: Box::leak(Box::default()),
             received_at: t(at),
         }
     }
@@ -334,7 +334,7 @@ mod properties {
             },
             starts_at: t(starts),
             ends_at: (!firing).then(|| t(starts + ends)),
-            generator_url: String::new(),
+            generator_url: Default::default(),
             am_fingerprint: None,
         }
     }
@@ -345,7 +345,7 @@ mod properties {
         #[test]
         fn duplicates_never_change_state(seq in prop::collection::vec((any::<bool>(), 0i64..50, 1i64..20), 1..30)) {
             let c = ClusterId::new("c");
-            let ctx = DeliveryContext { cluster: &c, source: "s", external_url: "", received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
+            let ctx = DeliveryContext { cluster: &c, source: &"s".into(), external_url: &SharedStr::default(), received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
             let (first, rest) = seq.split_first().unwrap();
             let (mut a, _) = AlertState::first(obs(first.0, first.1, first.2), &ctx);
             for (f, s, e) in rest {
@@ -363,7 +363,7 @@ mod properties {
         #[test]
         fn resolved_alerts_only_refire_for_later_episodes(starts in 0i64..50, len in 1i64..20, late in 0i64..80) {
             let c = ClusterId::new("c");
-            let ctx = DeliveryContext { cluster: &c, source: "s", external_url: "", received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
+            let ctx = DeliveryContext { cluster: &c, source: &"s".into(), external_url: &SharedStr::default(), received_at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap() };
             let (mut a, _) = AlertState::first(obs(true, starts, 0), &ctx);
             a.observe(obs(false, starts, len), &ctx);
             let resolved_at = a.ends_at.unwrap();

@@ -474,7 +474,7 @@ fn synthetic(
             status,
             starts_at,
             ends_at: (status == AlertStatus::Resolved).then_some(now),
-            generator_url: String::new(),
+            generator_url: Default::default(),
             am_fingerprint: None,
         },
     }
@@ -483,10 +483,10 @@ fn synthetic(
 fn delivery(alerts: Vec<DeliveryAlert>, now: Timestamp) -> Delivery {
     Delivery {
         received_at: now,
-        source: SOURCE.to_owned(),
+        source: SOURCE.into(),
         receiver: String::new(),
         group_key: String::new(),
-        external_url: String::new(),
+        external_url: Default::default(),
         truncated_alerts: 0,
         alerts,
     }

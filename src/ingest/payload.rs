@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::IngestConfig;
 use crate::domain::{
-    is_valid_label_name, AlertStatus, ClusterId, Fingerprint, Labels, Observation, Timestamp,
+    is_valid_label_name, AlertStatus, ClusterId, Fingerprint, Labels, Observation, SharedStr,
+    Timestamp,
 };
 
 /// The webhook body as Alertmanager sends it (`notify/webhook/webhook.go`).
@@ -82,10 +83,10 @@ pub struct DeliveryAlert {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub received_at: Timestamp,
-    pub source: String,
+    pub source: SharedStr,
     pub receiver: String,
     pub group_key: String,
-    pub external_url: String,
+    pub external_url: SharedStr,
     pub truncated_alerts: u64,
     pub alerts: Vec<DeliveryAlert>,
 }
@@ -243,10 +244,18 @@ fn validate_message(
                 &raw_labels["cluster"]
             }
         };
-        // The alerts of a delivery mostly share a cluster: share its name.
-        let cluster = match alerts.last() {
+        // The alerts of a delivery mostly share a cluster (and those of one
+        // rule a generator URL): share them.
+        let prev = alerts.last();
+        let cluster = match prev {
             Some(DeliveryAlert { cluster, .. }) if cluster.as_str() == name => cluster.clone(),
             _ => ClusterId::new(name),
+        };
+        let generator_url = match prev {
+            Some(p) if p.observation.generator_url == a.generator_url => {
+                p.observation.generator_url.clone()
+            }
+            _ => SharedStr::from(a.generator_url),
         };
         alerts.push(DeliveryAlert {
             cluster,
@@ -256,17 +265,17 @@ fn validate_message(
                 status,
                 starts_at,
                 ends_at,
-                generator_url: a.generator_url,
+                generator_url,
                 am_fingerprint,
             },
         });
     }
     Ok(Delivery {
         received_at,
-        source: source.to_owned(),
+        source: source.into(),
         receiver: msg.receiver,
         group_key: msg.group_key,
-        external_url: msg.external_url,
+        external_url: msg.external_url.into(),
         truncated_alerts: msg.truncated_alerts,
         alerts,
     })
