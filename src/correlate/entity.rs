@@ -202,7 +202,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         if let Some(o) = owner {
             let a = app_entity(cluster, ns, o.kind, &o.name);
             out.owner = Some(a.key.clone());
-            out.logical.push(a.clone());
+            out.logical.push(a);
         }
     } else if let Some(node) = node_label {
         out.primary = node_entity(cluster, node);

@@ -325,7 +325,7 @@ impl Correlator {
         self.merged.get(id).map(String::as_str)
     }
 
-    fn intern(&mut self, n: &entity::Node) -> Key {
+    fn intern(&mut self, n: entity::Node) -> Key {
         if let Some(k) = self.keys.get(&n.key) {
             // A workload first seen through a service name gets its real kind.
             let e = &mut self.ents[*k as usize].entity;
@@ -335,9 +335,9 @@ impl Correlator {
             return *k;
         }
         let k = self.ents.len() as Key;
-        self.keys.insert(n.key.clone(), k);
+        self.keys.insert(n.key, k);
         self.ents.push(Ent {
-            entity: n.entity.clone(),
+            entity: n.entity,
             failing: Vec::new(),
             touch: Vec::new(),
             inferred: None,
@@ -483,14 +483,14 @@ impl Correlator {
             &self.settings.rules,
             &self.topology,
         );
-        let primary = self.intern(&r.primary);
-        let infra: Vec<Key> = r.infra.iter().map(|n| self.intern(n)).collect();
-        let logical: Vec<Key> = r.logical.iter().map(|n| self.intern(n)).collect();
+        let primary = self.intern(r.primary);
+        let infra: Vec<Key> = r.infra.into_iter().map(|n| self.intern(n)).collect();
+        let logical: Vec<Key> = r.logical.into_iter().map(|n| self.intern(n)).collect();
         let mut ancestors: Vec<Key> = std::iter::once(primary)
             .chain(infra.iter().copied())
             .chain(logical.iter().copied())
             .collect();
-        for n in &r.more_ancestors {
+        for n in r.more_ancestors {
             let k = self.intern(n);
             ancestors.push(k);
         }
@@ -727,7 +727,7 @@ impl Correlator {
         else {
             return;
         };
-        let z = self.intern(&entity::zone_entity(&cluster, &zone));
+        let z = self.intern(entity::zone_entity(&cluster, &zone));
         let onset = self.slot_data[rep].starts_at;
         let near = |a: Timestamp, b: Timestamp| (a - b).num_seconds().abs() <= ZONE_TOGETHER_SECS;
         if let Some(zrep) = self.failing_rep(z, now) {
