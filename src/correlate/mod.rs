@@ -743,11 +743,7 @@ impl Correlator {
         }
         let size = self.topology.nodes_in_zone(&cluster, &zone);
         let need = 2usize.max((size as f64 * 0.3).ceil() as usize);
-        let children: Vec<Key> = self.ents[z as usize]
-            .failing_children
-            .iter()
-            .copied()
-            .collect();
+        let children: Vec<Key> = self.ents[z as usize].failing_children.clone();
         let failing: Vec<usize> = children
             .into_iter()
             .filter_map(|n| self.failing_rep(n, now))
