@@ -1272,14 +1272,18 @@ impl Correlator {
             }
         }
         let mut cover: HashMap<Key, Vec<usize>> = HashMap::default();
+        let mut anc: Vec<Key> = Vec::new();
         for s in &slots {
             let d = &self.slot_data[*s];
-            let mut anc: HashSet<Key> = d.ancestors.iter().copied().collect();
+            // A few keys: a sorted, deduplicated Vec reused across members
+            // instead of a set per member.
+            anc.clear();
+            anc.extend_from_slice(&d.ancestors);
             if let Some(extra) = pod_anc.get(&d.primary) {
                 anc.extend(extra.iter().copied());
             }
             if let Some(a) = d.attached {
-                anc.insert(a);
+                anc.push(a);
                 if let Some(z) = self.ents[a as usize]
                     .entity
                     .cluster
@@ -1301,11 +1305,13 @@ impl Correlator {
                     })
                     .and_then(|k| self.keys.get(&k).copied())
                 {
-                    anc.insert(z);
+                    anc.push(z);
                 }
             }
-            for k in anc {
-                cover.entry(k).or_default().push(*s);
+            anc.sort_unstable();
+            anc.dedup();
+            for k in &anc {
+                cover.entry(*k).or_default().push(*s);
             }
         }
         // Candidates: failing entities (with a linking alert in this incident,
