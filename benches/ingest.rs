@@ -2,7 +2,10 @@
 //! alerts in the same run. Prints figures; asserts nothing about speed.
 //!
 //! `cargo bench --bench ingest` (or `scripts/bench-ingest`). Environment:
-//! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16).
+//! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16);
+//! `BENCH_STORMCAST_LOG` (e.g. `stormcast=debug`) passes stormcast's log
+//! filter through and its log to this program's stderr (snapshot capture and
+//! write times are logged at debug).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -202,6 +205,7 @@ fn find(names: &[&str]) -> Option<std::path::PathBuf> {
 /// A stormcast `serve` on a fresh store, on its own port.
 async fn start_stormcast(dir: &Path) -> (Proc, String) {
     let port = free_port();
+    let log = std::env::var("BENCH_STORMCAST_LOG").ok();
     let p = Proc(
         Command::new(env!("CARGO_BIN_EXE_stormcast"))
             .args([
@@ -211,9 +215,13 @@ async fn start_stormcast(dir: &Path) -> (Proc, String) {
                 "--data-dir",
             ])
             .arg(dir)
-            .env("STORMCAST_LOG", "warn")
+            .env("STORMCAST_LOG", log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap(),
     );
@@ -252,6 +260,36 @@ async fn fill(url: &str, webhooks: u64, concurrency: u64, start_batch: u64) {
     }
 }
 
+/// Mean and count of a histogram in stormcast's `/metrics` (`None` if absent).
+async fn histogram_mean(base: &str, name: &str) -> Option<(f64, u64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |suffix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (sum, count) = (value("sum")?, value("count")?);
+    (count > 0.0).then(|| (sum / count, count as u64))
+}
+
+/// The snapshot lock hold and write times so far, as one line.
+async fn snapshot_times(base: &str) -> String {
+    let show = |h: Option<(f64, u64)>| match h {
+        Some((mean, n)) => format!("mean {:.1} ms over {n}", mean * 1e3),
+        None => "n/a".to_owned(),
+    };
+    format!(
+        "lock hold {}; file write {}",
+        show(histogram_mean(base, "stormcast_store_snapshot_capture_duration_seconds").await),
+        show(histogram_mean(base, "stormcast_store_snapshot_write_duration_seconds").await)
+    )
+}
+
 async fn active_alerts(base: &str) -> u64 {
     let status: Value = reqwest::get(format!("{base}/api/v1/status"))
         .await
@@ -287,6 +325,10 @@ async fn main() {
             rss_mb(sc.0.id()),
             active_alerts(&base).await
         );
+        println!(
+            "stormcast snapshots:           {}",
+            snapshot_times(&base).await
+        );
     }
 
     let (sc, base) = start_stormcast(&dir.path().join("db")).await;
@@ -309,6 +351,10 @@ async fn main() {
         "stormcast RSS after the load:  {:>10.1} MB with {} active alerts",
         rss_mb(sc.0.id()),
         active_alerts(&base).await
+    );
+    println!(
+        "stormcast snapshots:           {}",
+        snapshot_times(&base).await
     );
     drop(sc);
 
