@@ -516,6 +516,7 @@ impl Engine {
         let applied = store.applied_watermark();
         let generation = store.reserve_generation();
         let alerts: Vec<Arc<AlertState>> = self.alerts.values().cloned().collect();
+        let alerts_took = started.elapsed();
         let incidents: Vec<Incident> = self.correlator.incidents().into_iter().cloned().collect();
         let captured = started.elapsed();
         if let Some(m) = &self.metrics {
@@ -526,6 +527,7 @@ impl Engine {
             incidents = incidents.len(),
             generation,
             lock_held_ms = captured.as_secs_f64() * 1e3,
+            alert_refs_ms = alerts_took.as_secs_f64() * 1e3,
             "Snapshot captured"
         );
         let pending = PendingSnapshot {
