@@ -86,9 +86,8 @@ pub struct BackupSummary {
 /// Writes every tree of the store at `cfg.path` to `out`.
 pub fn backup(cfg: &StoreConfig, out: &mut dyn Write) -> Result<BackupSummary, BackupError> {
     let store = open_when_released(cfg)?;
-    // Reads the snapshot whole first: a damaged one is refused (or replaced by
-    // the previous generation) here rather than copied.
-    drop(store.load_snapshot()?);
+    // A damaged snapshot is refused here rather than copied.
+    store.verify_snapshot()?;
     let db = store.db();
     let header = BackupHeader {
         format: FORMAT.to_owned(),

@@ -568,6 +568,24 @@ impl Store {
         })
     }
 
+    /// Checks the current snapshot file's framing and checksums without
+    /// loading it (nor falling back: nothing is changed).
+    pub fn verify_snapshot(&self) -> Result<(), StoreError> {
+        let current = meta_u64(&self.meta, SNAPSHOT_KEY)?;
+        if current == 0 {
+            return Ok(());
+        }
+        self.snapshots
+            .verify(current)
+            .map_err(|reason| StoreError::Snapshot {
+                file: self.snapshots.display(current),
+                reason: format!(
+                    "{reason}; start stormcast once (it recovers from the previous \
+                     snapshot when one is usable), then back up"
+                ),
+            })
+    }
+
     /// Every alert state in the latest snapshot.
     pub fn load_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
         Ok(self.load_snapshot()?.alerts)

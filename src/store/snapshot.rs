@@ -180,13 +180,21 @@ impl SnapshotFiles {
                 std::fs::create_dir_all(d)?;
                 let path = d.join(Self::file_name(generation));
                 let tmp = d.join(format!("{generation:020}{TMP_SUFFIX}"));
-                let file = File::create(&tmp)?;
-                let mut out = BufWriter::with_capacity(1 << 16, file);
-                let counts = encode(&mut out, generation, applied, alerts, incidents)?;
-                let file = out.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                drop(file);
-                std::fs::rename(&tmp, &path)?;
+                let written: std::io::Result<(usize, usize)> = (|| {
+                    let file = File::create(&tmp)?;
+                    let mut out = BufWriter::with_capacity(1 << 16, file);
+                    let counts = encode(&mut out, generation, applied, alerts, incidents)?;
+                    let file = out.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_all()?;
+                    drop(file);
+                    std::fs::rename(&tmp, &path)?;
+                    Ok(counts)
+                })();
+                if written.is_err() {
+                    // A full disk must not fill up further with partial files.
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                let counts = written?;
                 sync_dir(d)?;
                 Ok(counts)
             }
@@ -195,6 +203,16 @@ impl SnapshotFiles {
 
     /// Reads and checks `generation` whole.
     pub fn read(&self, generation: u64) -> Result<LoadedSnapshot, String> {
+        self.read_as(generation, true)
+    }
+
+    /// Checks `generation`'s framing and checksums without decoding the
+    /// records (backups: the state need not fit in memory twice).
+    pub fn verify(&self, generation: u64) -> Result<(), String> {
+        self.read_as(generation, false).map(drop)
+    }
+
+    fn read_as(&self, generation: u64, records: bool) -> Result<LoadedSnapshot, String> {
         let loaded = match self {
             SnapshotFiles::Memory(m) => {
                 let bytes = m
@@ -203,12 +221,12 @@ impl SnapshotFiles {
                     .get(&generation)
                     .cloned()
                     .ok_or_else(|| "missing".to_owned())?;
-                decode(&mut bytes.as_slice())?
+                decode(&mut bytes.as_slice(), records)?
             }
             SnapshotFiles::Dir(d) => {
                 let path = d.join(Self::file_name(generation));
                 let file = File::open(&path).map_err(|e| e.to_string())?;
-                decode(&mut BufReader::with_capacity(1 << 16, file))?
+                decode(&mut BufReader::with_capacity(1 << 16, file), records)?
             }
         };
         if loaded.generation != generation {
@@ -376,7 +394,9 @@ fn read_frame(input: &mut dyn Read, at: u64) -> Result<Option<(u8, Vec<u8>)>, St
     Ok(Some((tag, payload)))
 }
 
-fn decode(input: &mut dyn Read) -> Result<LoadedSnapshot, String> {
+/// Reads a snapshot; without `records`, checks the framing, checksums and
+/// frame count only.
+fn decode(input: &mut dyn Read, records: bool) -> Result<LoadedSnapshot, String> {
     let mut magic = [0u8; MAGIC.len()];
     input
         .read_exact(&mut magic)
@@ -400,6 +420,7 @@ fn decode(input: &mut dyn Read) -> Result<LoadedSnapshot, String> {
                 out.applied = h.applied;
             }
             (0, _) => return Err("the first frame is not a header".into()),
+            (_, TAG_ALERTS | TAG_INCIDENTS) if !records => {}
             (_, TAG_ALERTS) => out.alerts.extend(
                 serde_json::from_slice::<Vec<AlertState>>(&payload)
                     .map_err(|e| json("alerts", frames, e))?,
@@ -421,8 +442,9 @@ fn decode(input: &mut dyn Read) -> Result<LoadedSnapshot, String> {
         return Err("no end frame: the file is torn".into());
     };
     if end.frames + 1 != frames
-        || end.alerts != out.alerts.len() as u64
-        || end.incidents != out.incidents.len() as u64
+        || records
+            && (end.alerts != out.alerts.len() as u64
+                || end.incidents != out.incidents.len() as u64)
     {
         return Err(format!(
             "the end frame counts {} frames, {} alerts, {} incidents; the file has {}, {}, {}",
@@ -435,4 +457,76 @@ fn decode(input: &mut dyn Read) -> Result<LoadedSnapshot, String> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Vec<AlertState>, Vec<u8>) {
+        let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let alerts: Vec<AlertState> = (0..5)
+            .map(|i| {
+                let labels: crate::domain::Labels =
+                    [("alertname", "A".to_owned()), ("pod", format!("p{i}"))]
+                        .into_iter()
+                        .collect();
+                AlertState {
+                    id: labels.fingerprint(),
+                    am_fingerprint: None,
+                    cluster: crate::domain::ClusterId::new("c"),
+                    labels,
+                    annotations: Default::default(),
+                    status: crate::domain::AlertStatus::Firing,
+                    starts_at: t,
+                    ends_at: None,
+                    generator_url: String::new(),
+                    external_url: String::new(),
+                    source: "s".into(),
+                    first_received: t,
+                    last_received: t,
+                    flaps: 0,
+                    deliveries: 1,
+                }
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode(&mut buf, 3, 42, alerts.iter(), std::iter::empty()).unwrap();
+        (alerts, buf)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (alerts, buf) = sample();
+        let s = decode(&mut buf.as_slice(), true).unwrap();
+        assert_eq!((s.generation, s.applied), (3, 42));
+        assert_eq!(s.alerts, alerts);
+        assert!(s.incidents.is_empty());
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_detected() {
+        let (_, buf) = sample();
+        for len in 0..buf.len() {
+            assert!(
+                decode(&mut &buf[..len], true).is_err(),
+                "truncated to {len} bytes of {}",
+                buf.len()
+            );
+        }
+        for at in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[at] ^= 1 << bit;
+                assert!(
+                    decode(&mut bad.as_slice(), false).is_err(),
+                    "bit {bit} of byte {at} flipped"
+                );
+            }
+        }
+        let mut longer = buf.clone();
+        longer.extend_from_slice(&buf[MAGIC.len()..]);
+        let err = decode(&mut longer.as_slice(), true).unwrap_err();
+        assert!(err.contains("after the end frame"), "{err}");
+    }
 }
