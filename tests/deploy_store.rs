@@ -702,3 +702,38 @@ fn a_snapshot_written_off_the_lock_has_exactly_the_captured_state() {
     // Recovery from the captured snapshot re-applies what came after it.
     assert_eq!(recover(&store), after);
 }
+
+/// A snapshot damaged inside a backup file (still valid JSON and base64) is
+/// refused by `restore`, naming the file, rather than at the next start.
+#[test]
+fn restore_refuses_a_damaged_snapshot_in_the_backup() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src);
+    let mut buf = Vec::new();
+    backup::backup(&cfg(&src), &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let damaged: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v.get("file").is_some() {
+                let mut data = b64.decode(v["data"].as_str().unwrap()).unwrap();
+                let at = data
+                    .windows(b"KubePodNotReady".len())
+                    .position(|w| w == b"KubePodNotReady")
+                    .unwrap();
+                data[at] ^= 0x20;
+                v["data"] = b64.encode(data).into();
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    let dst = dir.path().join("dst");
+    let err = backup::restore(&cfg(&dst), &mut damaged.as_bytes(), false).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("checksum"), "{msg}");
+    assert!(msg.contains("00000000000000000001.snapshot"), "{msg}");
+}

@@ -302,6 +302,9 @@ pub fn restore(
         summary.records += file_records as u64;
         // Opening normally checks the version and runs migrations.
         let store = open_when_released(cfg)?;
+        // The snapshot crossed a file that may have been edited or damaged in
+        // transit: refuse it now rather than at the service's next start.
+        store.verify_snapshot()?;
         summary.schema_version = store.schema_version()?;
         // Journal sequence numbers come from sled's id generator, which is
         // not part of any tree: move it past the restored journal so new
