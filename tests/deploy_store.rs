@@ -736,4 +736,5 @@ fn restore_refuses_a_damaged_snapshot_in_the_backup() {
     let msg = err.to_string();
     assert!(msg.contains("checksum"), "{msg}");
     assert!(msg.contains("00000000000000000001.snapshot"), "{msg}");
+    assert!(!dst.exists(), "a refused backup must not create the store");
 }

@@ -247,6 +247,19 @@ pub fn restore(
         }
     }
 
+    // The snapshot crossed a file that may have been edited or damaged in
+    // transit: refuse it now rather than at the service's next start.
+    for (name, bytes) in &files {
+        let damaged = |reason: String| StoreError::Snapshot {
+            file: format!("{name} in the backup"),
+            reason,
+        };
+        let generation = super::snapshot::verify_bytes(bytes).map_err(damaged)?;
+        if !name.ends_with(&SnapshotFiles::file_name(generation)) {
+            return Err(damaged(format!("its header names generation {generation}")).into());
+        }
+    }
+
     {
         let db = sled::Config::new()
             .path(path)
@@ -302,9 +315,6 @@ pub fn restore(
         summary.records += file_records as u64;
         // Opening normally checks the version and runs migrations.
         let store = open_when_released(cfg)?;
-        // The snapshot crossed a file that may have been edited or damaged in
-        // transit: refuse it now rather than at the service's next start.
-        store.verify_snapshot()?;
         summary.schema_version = store.schema_version()?;
         // Journal sequence numbers come from sled's id generator, which is
         // not part of any tree: move it past the restored journal so new

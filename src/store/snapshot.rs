@@ -284,6 +284,12 @@ impl SnapshotFiles {
     }
 }
 
+/// Checks a snapshot held in memory (framing, checksums) and returns the
+/// generation its header names.
+pub fn verify_bytes(mut bytes: &[u8]) -> Result<u64, String> {
+    decode(&mut bytes, false).map(|s| s.generation)
+}
+
 fn sync_dir(d: &Path) -> std::io::Result<()> {
     File::open(d)?.sync_all()
 }
