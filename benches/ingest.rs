@@ -5,7 +5,10 @@
 //! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16);
 //! `BENCH_STORMCAST_LOG` (e.g. `stormcast=debug`) passes stormcast's log
 //! filter through and its log to this program's stderr (snapshot capture and
-//! write times are logged at debug).
+//! write times are logged at debug); `BENCH_LARGE_ALERTS` (e.g. 1000000) adds
+//! a phase on a fresh store holding that many alerts: re-deliveries at
+//! `BENCH_LARGE_RATE` webhooks/s (50) for 75 s, long enough for the 60 s
+//! snapshot interval, to show what a snapshot of a large state does to ingest.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -141,12 +144,23 @@ async fn throughput(
     (alerts as f64 / secs, failed.load(Ordering::Relaxed))
 }
 
-/// Open-loop load at a fixed rate; returns (p50, p99, max) latency in ms.
+/// Open-loop load at a fixed rate of new alerts; returns (p50, p99, max)
+/// latency in ms and the failed requests.
 async fn latency_at(
     url: &str,
     per_second: u64,
     seconds: u64,
     start_batch: u64,
+) -> (f64, f64, f64, u64) {
+    latency_of(url, per_second, seconds, |i| start_batch + i).await
+}
+
+/// Open-loop load at a fixed rate, request `i` sending webhook `batch(i)`.
+async fn latency_of(
+    url: &str,
+    per_second: u64,
+    seconds: u64,
+    batch: impl Fn(u64) -> u64,
 ) -> (f64, f64, f64, u64) {
     let client = reqwest::Client::new();
     let interval = Duration::from_secs_f64(1.0 / per_second as f64);
@@ -156,7 +170,7 @@ async fn latency_at(
     for i in 0..per_second * seconds {
         ticker.tick().await;
         let (client, url) = (client.clone(), url.to_owned());
-        let b = stormcast_body(start_batch + i);
+        let b = stormcast_body(batch(i));
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let r = client
@@ -357,6 +371,28 @@ async fn main() {
         snapshot_times(&base).await
     );
     drop(sc);
+
+    let large = env_or("BENCH_LARGE_ALERTS", 0) / ALERTS_PER_WEBHOOK as u64;
+    if large > 0 {
+        let (sc, base) = start_stormcast(&dir.path().join("large")).await;
+        let url = format!("{base}/api/v1/alerts");
+        fill(&url, large, concurrency, 0).await;
+        let rate = env_or("BENCH_LARGE_RATE", 50);
+        let (p50, p99, max, failed) = latency_of(&url, rate, 75, |i| (i * 7919) % large).await;
+        println!(
+            "stormcast at {} alerts, re-deliveries at {rate} webhooks/s for 75s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({failed} failed)",
+            active_alerts(&base).await
+        );
+        println!(
+            "stormcast snapshots:           {}",
+            snapshot_times(&base).await
+        );
+        println!(
+            "stormcast RSS:                 {:>10.1} MB",
+            rss_mb(sc.0.id())
+        );
+        drop(sc);
+    }
 
     let Some(am_bin) = find(&["prometheus-alertmanager", "alertmanager"]) else {
         println!("alertmanager not installed: skipping the comparison");
