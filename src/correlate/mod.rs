@@ -627,7 +627,11 @@ impl Correlator {
                         continue;
                     }
                     self.slot_data[t].infra_mode = true;
+                    let was_logical = self.slot_data[t].logical_linked;
                     self.union(rep, t, now, touched);
+                    if was_logical {
+                        self.mirror_infra(t);
+                    }
                 }
             }
         } else {
@@ -703,6 +707,24 @@ impl Correlator {
                 self.pending_scrape.insert(cluster.clone(), waiting);
             }
             self.zone_check(k, rep, now, touched);
+        }
+    }
+
+    /// Pod `t`, grouped with its workload's failure before its node was
+    /// known to fail, now joined that node's incident (kube-prometheus'
+    /// Alertmanager groups by namespace, so a Deployment's alerts often
+    /// arrive before its nodes'). The workload alerts grouped with it mirror
+    /// failing nodes, as they would had the node's alert come first: they
+    /// explain no later pods or callers.
+    fn mirror_infra(&mut self, t: usize) {
+        let Some(w) = self.slot_data[t].owner else {
+            return;
+        };
+        let root = self.find(t);
+        for f in self.ents[w as usize].failing.clone() {
+            if self.find(f) == root {
+                self.slot_data[f].attached_infra = true;
+            }
         }
     }
 

@@ -503,3 +503,70 @@ fn a_workload_failing_on_healthy_nodes_keeps_its_pod_when_the_node_fails() {
     assert_eq!(n.alerts.len(), 2);
     assert!(n.alerts.iter().any(|m| m.fingerprint == api.id));
 }
+
+/// Alertmanager groups kube-prometheus alerts by namespace, so a Deployment's
+/// alerts (namespace `shop`) often arrive before its node's (`monitoring`).
+#[test]
+fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
+    let mut c = correlator();
+    let arriving = |mut a: AlertState, at: i64| {
+        a.first_received = t(at);
+        a.last_received = t(at);
+        a
+    };
+    let pod = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", name),
+            ],
+            at,
+        )
+    };
+    let node = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", name)],
+            at,
+        )
+    };
+    // n1 goes down at 0; its pod and the Deployment's replica count follow,
+    // and reach stormcast before the node's own alert.
+    let p1 = arriving(pod("web-5d8f7c9b4-aaaaa", 60), 960);
+    let mismatch = arriving(
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "shop"),
+                ("deployment", "web"),
+            ],
+            90,
+        ),
+        990,
+    );
+    let n1 = arriving(node("n1", 0), 1000);
+    // n2 fails on its own four minutes later: its pod's alert arrives first.
+    let p2 = arriving(pod("web-5d8f7c9b4-bbbbb", 300), 1200);
+    let n2 = arriving(node("n2", 250), 1210);
+    for a in [&p1, &mismatch, &n1, &p2, &n2] {
+        feed(&mut c, a);
+    }
+    let of = |a: &AlertState| {
+        c.incidents()
+            .into_iter()
+            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
+            .map(|i| i.id.clone())
+            .unwrap()
+    };
+    assert_eq!(of(&p1), of(&n1));
+    assert_eq!(of(&mismatch), of(&n1), "the lost replica is n1's");
+    assert_eq!(of(&p2), of(&n2));
+    assert_ne!(
+        of(&n1),
+        of(&n2),
+        "the replica count mirrors n1: it does not pull n2's pod"
+    );
+}
