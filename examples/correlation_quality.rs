@@ -356,7 +356,21 @@ fn diagnose(name: &str, cfg: &SimConfig, dump: Option<usize>) -> anyhow::Result<
                 .filter(|o| *o != p.t)
                 .map_or(String::new(), |o| format!(", inside {}", describe(o)))
         );
-        println!("           first: {}", path(&p.members[0]));
+        let first = p
+            .members
+            .iter()
+            .filter_map(|fp| alerts.get(fp))
+            .map(|a| a.1)
+            .min();
+        let since = match (first, onset(p.t)) {
+            (Some(a), Some(b)) => format!("{:+}s", (a - b).num_seconds()),
+            _ => "?".to_owned(),
+        };
+        println!(
+            "           first: {} {}, onset {since} vs its incident",
+            p.members[0],
+            path(&p.members[0])
+        );
     }
     // What each class of error costs: F1 with only that class undone.
     let dg: HashMap<usize, usize> = dominant_group.iter().map(|(t, (g, _))| (*t, *g)).collect();

@@ -368,6 +368,19 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// Like [`failing_rep`](Self::failing_rep), the one whose onset is
+    /// closest to `at`: a node with an old, resolved problem and a new one
+    /// counts for its zone by the new one.
+    fn failing_rep_at(&self, k: Key, at: Timestamp, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        e.failing
+            .iter()
+            .copied()
+            .filter(|s| self.active(*s, now))
+            .chain(e.inferred.filter(|s| self.slot_data[*s].alive))
+            .min_by_key(|s| (self.slot_data[*s].starts_at - at).num_seconds().abs())
+    }
+
     /// The live alert of failing `k` whose onset is closest to `s`'s, if one
     /// began within the grouping window of it (an inferred failure counts by
     /// the onset of the alert it was inferred from). A symptom begins with its
@@ -759,7 +772,7 @@ impl Correlator {
             .collect();
         let failing: Vec<usize> = children
             .into_iter()
-            .filter_map(|n| self.failing_rep(n, now))
+            .filter_map(|n| self.failing_rep_at(n, onset, now))
             .collect();
         // Most of the zone must be down (counting nodes that failed earlier),
         // so that two unrelated node failures in a small zone stay apart.
@@ -823,13 +836,20 @@ impl Correlator {
             }
         }
         // A workload alert that arrived before its pods' alerts sits alone:
-        // pull it into the incident of the pod that explains it.
+        // pull it into the incident of the pod that explains it, by time too
+        // (a replica count that dropped twenty minutes before this pod
+        // failed is about another pod).
         if let Some(w) = d.owner {
             let orphans: Vec<usize> = self.ents[w as usize]
                 .failing
                 .iter()
                 .copied()
-                .filter(|f| *f != s && self.active(*f, now) && !self.slot_data[*f].logical_linked)
+                .filter(|f| {
+                    *f != s
+                        && self.active(*f, now)
+                        && !self.slot_data[*f].logical_linked
+                        && self.explains(s, *f)
+                })
                 .collect();
             for f in orphans {
                 let r = self.find(f);
@@ -898,6 +918,7 @@ impl Correlator {
                         .filter(|f| self.slot_data[*f].alive && self.near(*f, s)),
                 )
                 .min_by_key(|f| self.onset_gap(*f, s));
+            let new_problem = same.is_none();
             // An alert already explained by a cause does not bridge it to
             // another problem on the same entity.
             let same = same.filter(|r| {
@@ -910,8 +931,12 @@ impl Correlator {
                     let r = same.unwrap_or(s);
                     self.union(s, r, now, touched)
                 }
-                Some(_) => {}
-                None => {
+                Some(_) if !new_problem => {}
+                // Nothing failing here began near it or still fires (a
+                // resolved disk alert still counts for `window`): a new
+                // problem, which explains its own symptoms and counts
+                // toward its zone like a first failure.
+                _ => {
                     let infra = matches!(
                         self.ents[k as usize].entity.kind,
                         EntityKind::Node | EntityKind::Zone | EntityKind::ControlPlane

@@ -570,3 +570,72 @@ fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
         "the replica count mirrors n1: it does not pull n2's pod"
     );
 }
+
+#[test]
+fn a_node_that_fails_again_after_an_old_problem_counts_for_its_zone() {
+    let mut c = correlator();
+    let node = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", name)],
+            at,
+        )
+    };
+    // n1's disk filled up and was cleaned: resolved, but within the grouping
+    // window it still marks n1 failing.
+    let mut disk = alert(
+        "c1",
+        &[
+            ("alertname", "NodeFilesystemAlmostOutOfSpace"),
+            ("instance", "n1"),
+            ("job", "node-exporter"),
+            ("namespace", "monitoring"),
+        ],
+        0,
+    );
+    feed(&mut c, &disk);
+    disk.status = AlertStatus::Resolved;
+    disk.ends_at = Some(t(1500));
+    c.observe(&disk, Transition::Resolved, t(1500));
+    // Then zone a (n1, n2) goes down.
+    let n2 = node("n2", 2000);
+    let n1 = node("n1", 2010);
+    feed(&mut c, &n2);
+    feed(&mut c, &n1);
+    let of = |a: &AlertState| {
+        c.incidents()
+            .into_iter()
+            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
+            .map(|i| (i.id.clone(), i.root_cause.entity.kind))
+            .unwrap()
+    };
+    assert_eq!(of(&n1).0, of(&n2).0, "both nodes of zone a failed together");
+    assert_eq!(of(&n1).1, EntityKind::Zone);
+    assert_ne!(of(&disk).0, of(&n1).0, "the old disk problem stays apart");
+}
+
+#[test]
+fn a_pod_does_not_take_a_replica_alert_that_began_long_before_it() {
+    let mut c = correlator();
+    let mismatch = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        0,
+    );
+    let pod = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        1300,
+    );
+    feed(&mut c, &mismatch);
+    feed(&mut c, &pod);
+    assert_eq!(c.open_count(), 2, "twenty minutes apart: two problems");
+}
