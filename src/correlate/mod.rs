@@ -32,7 +32,11 @@
 //!    callers. A second alert on an entity joins the first only when it
 //!    began within 5 minutes of it (or, for node conditions, while it fires)
 //!    and is not already explained by another cause. Informational alerts
-//!    (`links: false`) stand alone.
+//!    (`links: false`) stand alone, and an alert is never linked to a cause
+//!    its rule's `symptom_of` leaves out (an image pull failure is not its
+//!    node's). A workload alert that arrived before its nodes' alerts
+//!    (Alertmanager groups by namespace) mirrors them once a node pulls its
+//!    pod; a lone workload alert joins a pod only within 5 minutes of it.
 //! 5. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail within 5 minutes (pods explained by their own
 //!    workload do not count), a workload when two of its pods on healthy

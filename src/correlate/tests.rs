@@ -639,3 +639,43 @@ fn a_pod_does_not_take_a_replica_alert_that_began_long_before_it() {
     feed(&mut c, &pod);
     assert_eq!(c.open_count(), 2, "twenty minutes apart: two problems");
 }
+
+#[test]
+fn an_image_pull_failure_is_not_a_symptom_of_its_node() {
+    let mut c = correlator();
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        0,
+    );
+    let pod = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        40,
+    );
+    // rules: KubeContainerWaiting is `symptom_of: [workload]`.
+    let waiting = alert(
+        "c1",
+        &[
+            ("alertname", "KubeContainerWaiting"),
+            ("namespace", "shop"),
+            ("pod", "api-6c7d8e9f5-ccccc"),
+            ("reason", "ImagePullBackOff"),
+        ],
+        60,
+    );
+    for a in [&node, &pod, &waiting] {
+        feed(&mut c, a);
+    }
+    assert_eq!(c.open_count(), 2);
+    let inc = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|a| a.fingerprint == waiting.id))
+        .unwrap();
+    assert_eq!(inc.alerts.len(), 1, "{:?}", inc.root_cause.explanation);
+}
