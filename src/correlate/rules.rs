@@ -58,6 +58,31 @@ pub struct AlertRule {
     /// nothing, join no incident of a failure and stand alone. Default true.
     #[serde(default = "default_true")]
     pub links: bool,
+    /// What the alert can be a symptom of, when not everything its entity
+    /// hangs off: `node` (its node and zone failing), `workload` (its
+    /// workload or a service it depends on failing). An image that fails to
+    /// pull (`KubeContainerWaiting`) is its workload's problem, never its
+    /// node's: a node that is down does not report new container states.
+    /// Default: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symptom_of: Option<Vec<CauseKind>>,
+}
+
+/// A kind of cause an alert can be a symptom of (`symptom_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    /// Its node, and the node's zone.
+    Node,
+    /// Its workload, and the services that workload depends on.
+    Workload,
+}
+
+impl AlertRule {
+    /// Whether the alert can be a symptom of a cause of `kind`.
+    pub fn symptom_of(&self, kind: CauseKind) -> bool {
+        self.symptom_of.as_ref().is_none_or(|k| k.contains(&kind))
+    }
 }
 
 fn default_about() -> AboutKind {

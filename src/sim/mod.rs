@@ -7,7 +7,9 @@
 //! resolved notifications and occasional double delivery (an HA twin).
 //! Faults: node down, zone outage, dependency down with its dependents, disk
 //! full, control plane down, bad rollout and a cross-cluster dependency outage,
-//! over background noise and flapping alerts. The truth maps every alert
+//! over background noise and flapping alerts. Noise alerts carry their
+//! kube-prometheus `for` too (`KubeContainerWaiting` an hour): `startsAt` is
+//! when the condition began, that long before the alert fired. The truth maps every alert
 //! identity (Alertmanager fingerprint of its labels, `cluster` included) to the
 //! incident that caused it and that incident's root-cause entity.
 
@@ -827,9 +829,18 @@ impl Gen {
                 format!("{cl}/{}/pod/{pod}", app.ns),
             ),
         };
+        // kube-prometheus' `for` of each: the condition held that long before
+        // the alert fired a minute after `t0`, and `startsAt` says so (an
+        // image that fails to pull fires only after an hour of waiting).
+        let for_ = Duration::minutes(match pick {
+            0 | 1 | 3 => 15,
+            2 => 10,
+            _ => 60,
+        });
         let truth = self.incident("noise", root);
         let repeat = self.seen.contains(&l.fingerprint());
-        let fp = self.alert(truth, l.clone(), t0, Duration::minutes(1), end);
+        let start = t0 + Duration::minutes(1) - for_;
+        let fp = self.alert(truth, l.clone(), start, for_, end);
         self.truth.incidents[truth].root_fingerprint = fp;
         // Some noise flaps: it resolves and fires again within the hold.
         if fp.is_some() && !repeat && self.rng.gen_bool(0.3) {
