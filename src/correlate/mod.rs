@@ -18,7 +18,8 @@
 //!    through a Deployment spread over both. Scrape-job aggregates over nodes
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
 //! 3. A link needs compatible onsets, because a cause and its symptoms begin
-//!    together: a symptom of a failing node or zone began at most 5 minutes
+//!    together. An alert's onset is its `startsAt` minus its rule's `for`
+//!    (Prometheus stamps `startsAt` when the alert fires): a symptom of a failing node or zone began at most 5 minutes
 //!    before the failure alert it links to and within `grouping.window`
 //!    after it (a full disk evicts pods 25 minutes in, but next to its
 //!    DiskPressure); a symptom of a failing workload or dependency began
@@ -490,6 +491,12 @@ impl Correlator {
         false
     }
 
+    /// When an alert's condition began, as far as its rules tell: Prometheus
+    /// stamps `startsAt` when the alert fires, its rule's `for` later.
+    fn onset(&self, alert: &AlertState) -> Timestamp {
+        alert.starts_at - self.settings.rules.pending_for(alert.labels.alertname())
+    }
+
     fn new_slot(&mut self, alert: &AlertState) -> usize {
         let r = entity::resolve(
             &alert.labels,
@@ -511,7 +518,7 @@ impl Correlator {
             alive: true,
             firing: alert.is_firing(),
             ends_at: alert.ends_at,
-            starts_at: alert.starts_at,
+            starts_at: self.onset(alert),
             primary,
             infra,
             logical,
@@ -1099,6 +1106,7 @@ impl Correlator {
             return;
         }
         let member = Self::member(alert);
+        let onset = self.onset(alert);
         let mut touched: Vec<String> = Vec::new();
         if let Some((id, s)) = self.by_alert.get(&alert.id).cloned() {
             if let Some(open) = self.open.get_mut(&id) {
@@ -1119,7 +1127,7 @@ impl Correlator {
                 d.firing = alert.is_firing();
                 d.ends_at = alert.ends_at;
                 if refired {
-                    d.starts_at = alert.starts_at;
+                    d.starts_at = onset;
                     if d.links {
                         let k = d.primary;
                         if !self.ents[k as usize].failing.contains(&s) {

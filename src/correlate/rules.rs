@@ -66,6 +66,13 @@ pub struct AlertRule {
     /// Default: both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symptom_of: Option<Vec<CauseKind>>,
+    /// The alerting rule's `for`. Prometheus sends `startsAt` as the moment
+    /// the alert began firing, `for` after its condition began, so a node
+    /// failure's TargetDown (`for: 10m`) starts five minutes before its
+    /// KubeNodeNotReady (`for: 15m`). Correlation compares onsets: `startsAt`
+    /// minus `for`. Default 0s (the onset is `startsAt`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub pending_for: Option<PromDuration>,
 }
 
 /// A kind of cause an alert can be a symptom of (`symptom_of`).
@@ -221,6 +228,15 @@ impl Rules {
 
     pub fn alert(&self, name: &str) -> Option<&AlertRule> {
         self.alerts.get(name)
+    }
+
+    /// How long before its `startsAt` an alert's condition began: its rule's
+    /// `for`, or zero for an alert without one.
+    pub fn pending_for(&self, name: &str) -> chrono::Duration {
+        self.alerts
+            .get(name)
+            .and_then(|r| r.pending_for)
+            .map_or(chrono::Duration::zero(), PromDuration::as_chrono)
     }
 
     pub fn weight(&self, name: &str) -> u32 {

@@ -232,36 +232,36 @@ fn zone_is_inferred_from_two_failing_nodes() {
     assert_eq!(inc.root_cause.fingerprint, None);
 }
 
-#[test]
-fn dependency_down_explains_dependents_across_clusters() {
+/// Auth in c1 fails about -8m. Its dependents' error-rate alerts (`for: 5m`
+/// when declared) fire at 0 and 5 s; the auth Deployment's replicas mismatch
+/// (`for: 15m`, shipped) fires at 7 min. Returns the
+/// correlator after all three, with the error-rate rule declared or not.
+fn dependency_storm(declare_for: bool) -> Correlator {
     let mut rules = Rules::default();
+    let alerts = if declare_for {
+        "alerts:\n  - {alert: ServiceErrorRateHigh, for: 5m}\n"
+    } else {
+        ""
+    };
     rules.add(
-        rules::parse_rules(
-            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: auth\n        namespace: identity\n        cluster: c1\n",
-        )
+        rules::parse_rules(&format!(
+            "{alerts}services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: auth\n        namespace: identity\n        cluster: c1\n",
+        ))
         .unwrap(),
     );
     let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
-    let e1 = alert(
-        "c2",
-        &[
-            ("alertname", "ServiceErrorRateHigh"),
-            ("namespace", "shop"),
-            ("service", "checkout"),
-        ],
-        0,
-    );
-    let e2 = alert(
-        "c3",
-        &[
-            ("alertname", "ServiceErrorRateHigh"),
-            ("namespace", "shop"),
-            ("service", "checkout"),
-        ],
-        5,
-    );
-    feed(&mut c, &e1);
-    feed(&mut c, &e2);
+    for (cluster, at) in [("c2", 0), ("c3", 5)] {
+        let e = alert(
+            cluster,
+            &[
+                ("alertname", "ServiceErrorRateHigh"),
+                ("namespace", "shop"),
+                ("service", "checkout"),
+            ],
+            at,
+        );
+        feed(&mut c, &e);
+    }
     assert_eq!(c.open_count(), 2);
     let down = alert(
         "c1",
@@ -270,13 +270,32 @@ fn dependency_down_explains_dependents_across_clusters() {
             ("namespace", "identity"),
             ("deployment", "auth"),
         ],
-        120,
+        420,
     );
-    let ev = feed(&mut c, &down);
-    assert_eq!(c.open_count(), 1, "{ev:?}");
+    feed(&mut c, &down);
+    c
+}
+
+#[test]
+fn dependency_down_explains_dependents_across_clusters() {
+    let c = dependency_storm(true);
+    assert_eq!(c.open_count(), 1);
     let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
     assert_eq!(inc.root_cause.entity.name, "auth");
     assert_eq!(inc.clusters.len(), 3);
+}
+
+#[test]
+fn onsets_subtract_each_rules_for_from_starts_at() {
+    // Without the error-rate rule's `for`, its onset is taken as its
+    // startsAt: it seems to begin eight minutes after the dependency failed,
+    // too late to be its symptom.
+    let c = dependency_storm(false);
+    assert_eq!(c.open_count(), 3);
+    let rules = Rules::default();
+    assert_eq!(rules.pending_for("KubeNodeNotReady").num_minutes(), 15);
+    assert_eq!(rules.pending_for("TargetDown").num_minutes(), 10);
+    assert_eq!(rules.pending_for("NoSuchAlert").num_seconds(), 0);
 }
 
 #[test]

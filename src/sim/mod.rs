@@ -7,9 +7,10 @@
 //! resolved notifications and occasional double delivery (an HA twin).
 //! Faults: node down, zone outage, dependency down with its dependents, disk
 //! full, control plane down, bad rollout and a cross-cluster dependency outage,
-//! over background noise and flapping alerts. Noise alerts carry their
-//! kube-prometheus `for` too (`KubeContainerWaiting` an hour): `startsAt` is
-//! when the condition began, that long before the alert fired. The truth maps every alert
+//! over background noise and flapping alerts. Every alert carries its
+//! kube-prometheus `for` (`KubeContainerWaiting` an hour), and `startsAt` is
+//! when it fired, as Prometheus sends it (`FiredAt`), that long after its
+//! condition began. The truth maps every alert
 //! identity (Alertmanager fingerprint of its labels, `cluster` included) to the
 //! incident that caused it and that incident's root-cause entity.
 
@@ -167,10 +168,13 @@ const APPS: [(&str, &str, &str, usize); 9] = [
 /// The fleet-wide identity service, running in the first cluster only.
 const AUTH: (&str, &str) = ("identity", "auth");
 
-/// Service dependencies the simulated fleet declares.
+/// Service dependencies the simulated fleet declares, and the `for` of its
+/// own alerting rule (the kube-prometheus ones ship with stormcast).
 fn services_yaml(first_cluster: &str) -> String {
     format!(
-        "services:\n\
+        "alerts:\n\
+         \x20 - {{alert: ServiceErrorRateHigh, for: 5m}}\n\
+         services:\n\
          \x20 - name: frontend\n    namespace: shop\n    depends_on:\n      - name: checkout\n      - name: catalog\n\
          \x20 - name: checkout\n    namespace: shop\n    depends_on:\n      - name: payment\n      - name: {}\n        namespace: {}\n        cluster: {first_cluster}\n\
          \x20 - name: catalog\n    namespace: shop\n    depends_on:\n      - name: catalog-db\n",
@@ -1203,7 +1207,7 @@ fn dispatch(
                             "status": if *firing { "firing" } else { "resolved" },
                             "labels": e.labels,
                             "annotations": {"summary": format!("{} on {}", e.labels.alertname(), cluster)},
-                            "startsAt": rfc3339(e.active_at),
+                            "startsAt": rfc3339(e.fires_at),
                             "endsAt": if *firing { "0001-01-01T00:00:00Z".to_owned() } else { rfc3339(e.resolves_at) },
                             "generatorURL": format!("http://prometheus.{cluster}.example:9090/graph"),
                             "fingerprint": fp.to_string(),
