@@ -2,7 +2,13 @@
 //! alerts in the same run. Prints figures; asserts nothing about speed.
 //!
 //! `cargo bench --bench ingest` (or `scripts/bench-ingest`). Environment:
-//! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16).
+//! `BENCH_SECONDS` (default 10) per throughput phase, `BENCH_CONCURRENCY` (16);
+//! `BENCH_STORMCAST_LOG` (e.g. `stormcast=debug`) passes stormcast's log
+//! filter through and its log to this program's stderr (snapshot capture and
+//! write times are logged at debug); `BENCH_LARGE_ALERTS` (e.g. 1000000) adds
+//! a phase on a fresh store holding that many alerts: re-deliveries at
+//! `BENCH_LARGE_RATE` webhooks/s (50) for 75 s, long enough for the 60 s
+//! snapshot interval, to show what a snapshot of a large state does to ingest.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -138,12 +144,23 @@ async fn throughput(
     (alerts as f64 / secs, failed.load(Ordering::Relaxed))
 }
 
-/// Open-loop load at a fixed rate; returns (p50, p99, max) latency in ms.
+/// Open-loop load at a fixed rate of new alerts; returns (p50, p99, max)
+/// latency in ms and the failed requests.
 async fn latency_at(
     url: &str,
     per_second: u64,
     seconds: u64,
     start_batch: u64,
+) -> (f64, f64, f64, u64) {
+    latency_of(url, per_second, seconds, |i| start_batch + i).await
+}
+
+/// Open-loop load at a fixed rate, request `i` sending webhook `batch(i)`.
+async fn latency_of(
+    url: &str,
+    per_second: u64,
+    seconds: u64,
+    batch: impl Fn(u64) -> u64,
 ) -> (f64, f64, f64, u64) {
     let client = reqwest::Client::new();
     let interval = Duration::from_secs_f64(1.0 / per_second as f64);
@@ -153,7 +170,7 @@ async fn latency_at(
     for i in 0..per_second * seconds {
         ticker.tick().await;
         let (client, url) = (client.clone(), url.to_owned());
-        let b = stormcast_body(start_batch + i);
+        let b = stormcast_body(batch(i));
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let r = client
@@ -202,6 +219,7 @@ fn find(names: &[&str]) -> Option<std::path::PathBuf> {
 /// A stormcast `serve` on a fresh store, on its own port.
 async fn start_stormcast(dir: &Path) -> (Proc, String) {
     let port = free_port();
+    let log = std::env::var("BENCH_STORMCAST_LOG").ok();
     let p = Proc(
         Command::new(env!("CARGO_BIN_EXE_stormcast"))
             .args([
@@ -211,9 +229,13 @@ async fn start_stormcast(dir: &Path) -> (Proc, String) {
                 "--data-dir",
             ])
             .arg(dir)
-            .env("STORMCAST_LOG", "warn")
+            .env("STORMCAST_LOG", log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap(),
     );
@@ -252,6 +274,36 @@ async fn fill(url: &str, webhooks: u64, concurrency: u64, start_batch: u64) {
     }
 }
 
+/// Mean and count of a histogram in stormcast's `/metrics` (`None` if absent).
+async fn histogram_mean(base: &str, name: &str) -> Option<(f64, u64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |suffix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (sum, count) = (value("sum")?, value("count")?);
+    (count > 0.0).then(|| (sum / count, count as u64))
+}
+
+/// The snapshot lock hold and write times so far, as one line.
+async fn snapshot_times(base: &str) -> String {
+    let show = |h: Option<(f64, u64)>| match h {
+        Some((mean, n)) => format!("mean {:.1} ms over {n}", mean * 1e3),
+        None => "n/a".to_owned(),
+    };
+    format!(
+        "lock hold {}; file write {}",
+        show(histogram_mean(base, "stormcast_store_snapshot_capture_duration_seconds").await),
+        show(histogram_mean(base, "stormcast_store_snapshot_write_duration_seconds").await)
+    )
+}
+
 async fn active_alerts(base: &str) -> u64 {
     let status: Value = reqwest::get(format!("{base}/api/v1/status"))
         .await
@@ -287,6 +339,10 @@ async fn main() {
             rss_mb(sc.0.id()),
             active_alerts(&base).await
         );
+        println!(
+            "stormcast snapshots:           {}",
+            snapshot_times(&base).await
+        );
     }
 
     let (sc, base) = start_stormcast(&dir.path().join("db")).await;
@@ -310,7 +366,33 @@ async fn main() {
         rss_mb(sc.0.id()),
         active_alerts(&base).await
     );
+    println!(
+        "stormcast snapshots:           {}",
+        snapshot_times(&base).await
+    );
     drop(sc);
+
+    let large = env_or("BENCH_LARGE_ALERTS", 0) / ALERTS_PER_WEBHOOK as u64;
+    if large > 0 {
+        let (sc, base) = start_stormcast(&dir.path().join("large")).await;
+        let url = format!("{base}/api/v1/alerts");
+        fill(&url, large, concurrency, 0).await;
+        let rate = env_or("BENCH_LARGE_RATE", 50);
+        let (p50, p99, max, failed) = latency_of(&url, rate, 75, |i| (i * 7919) % large).await;
+        println!(
+            "stormcast at {} alerts, re-deliveries at {rate} webhooks/s for 75s: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({failed} failed)",
+            active_alerts(&base).await
+        );
+        println!(
+            "stormcast snapshots:           {}",
+            snapshot_times(&base).await
+        );
+        println!(
+            "stormcast RSS:                 {:>10.1} MB",
+            rss_mb(sc.0.id())
+        );
+        drop(sc);
+    }
 
     let Some(am_bin) = find(&["prometheus-alertmanager", "alertmanager"]) else {
         println!("alertmanager not installed: skipping the comparison");

@@ -356,12 +356,12 @@ fn recover_journal(
             }
             Err(e) => tracing::error!(seq, error = %e, "Journal entry no longer parses; skipped"),
         }
+        // The checkpoint below records the watermark of what was marked.
+        store.mark_applied(seq);
         last = seq;
     }
     if last > applied {
         engine.checkpoint()?;
-        store.set_applied(last)?;
-        store.flush()?;
     }
     clock.release();
     Ok(n)
@@ -378,19 +378,29 @@ async fn run_ticker(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut compact = tokio::time::interval(cfg.store.compact_interval.as_std());
     compact.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The snapshot being written off the engine lock; one at a time.
+    let mut writing: Option<SnapshotWrite> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                let batch = {
+                if writing.as_ref().is_some_and(|w| w.is_finished()) {
+                    finish_snapshot(&engine, writing.take().expect("checked")).await;
+                }
+                let (batch, pending) = {
                     let mut e = engine.lock().expect("engine lock");
                     e.tick();
-                    if let Err(err) = e.checkpoint_if_due() {
-                        tracing::error!(error = %err, "Snapshot failed; the journal still holds every delivery");
-                    }
+                    let pending = if writing.is_none() { e.capture_if_due() } else { None };
                     let planned = e.take_planned();
-                    snapshot_planned(&e, planned)
+                    (snapshot_planned(&e, planned), pending)
                 };
+                if let Some(p) = pending {
+                    let changes = p.changes();
+                    writing = Some(SnapshotWrite {
+                        changes,
+                        task: tokio::task::spawn_blocking(move || p.write()),
+                    });
+                }
                 if enqueue_planned(&outlet.dispatcher, batch) > 0 {
                     outlet.wake.notify_waiters();
                 }
@@ -420,6 +430,37 @@ async fn run_ticker(
             }
         }
     }
+    // Shutdown checkpoints next, after the write in flight.
+    if let Some(w) = writing {
+        finish_snapshot(&engine, w).await;
+    }
+}
+
+/// A snapshot write running on a blocking thread.
+struct SnapshotWrite {
+    changes: u64,
+    task: tokio::task::JoinHandle<Result<crate::store::Snapshotted, crate::store::StoreError>>,
+}
+
+impl SnapshotWrite {
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Waits for a snapshot write; if it failed, its changes count again so the
+/// next tick retries.
+async fn finish_snapshot(engine: &Mutex<Engine>, w: SnapshotWrite) {
+    let err = match w.task.await {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("snapshot task: {e}"),
+    };
+    tracing::error!(error = %err, "Snapshot failed; the journal still holds every delivery");
+    engine
+        .lock()
+        .expect("engine lock")
+        .snapshot_failed(w.changes);
 }
 
 /// Where planned notifications go in `serve`.

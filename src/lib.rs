@@ -8,7 +8,7 @@
 //! - [`domain`]: plain types (labels, fingerprints, alerts, incidents, entities); no I/O.
 //! - [`config`]: YAML loading, validation that collects every error, secrets.
 //! - [`ingest`]: the Alertmanager v4 webhook payload, validation and source auth.
-//! - [`store`]: sled-backed journal, alert and incident state; schema versioned.
+//! - [`store`]: sled-backed journal and trees, state snapshot files beside them; schema versioned.
 //! - [`engine`]: the clock-driven core that `serve` and `replay` share, and the
 //!   dead-man's switch that pages when a cluster's Watchdog heartbeat stops.
 //! - [`correlate`]: incidents from alert transitions, with root causes.

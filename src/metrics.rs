@@ -37,6 +37,10 @@ pub struct Metrics {
     pub rejections: Family<ReasonLabel, Counter>,
     pub transitions: Family<TransitionLabel, Counter>,
     pub store_write_seconds: Histogram,
+    /// Engine lock hold time to capture the state for a snapshot.
+    pub snapshot_capture_seconds: Histogram,
+    /// Time to serialise and write a snapshot file durably (off the lock).
+    pub snapshot_write_seconds: Histogram,
     pub active_alerts: Family<ClusterLabel, Gauge>,
     pub open_incidents: Gauge,
     pub journal_entries: Gauge,
@@ -52,6 +56,8 @@ impl Metrics {
             rejections: Family::default(),
             transitions: Family::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            snapshot_capture_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            snapshot_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             active_alerts: Family::default(),
             open_incidents: Gauge::default(),
             journal_entries: Gauge::default(),
@@ -82,6 +88,16 @@ impl Metrics {
             "store_write_duration_seconds",
             "Time to write a delivery to the journal durably (including flush)",
             m.store_write_seconds.clone(),
+        );
+        r.register(
+            "store_snapshot_capture_duration_seconds",
+            "Time the engine is locked to capture the state for a snapshot",
+            m.snapshot_capture_seconds.clone(),
+        );
+        r.register(
+            "store_snapshot_write_duration_seconds",
+            "Time to write a snapshot file durably, off the engine lock",
+            m.snapshot_write_seconds.clone(),
         );
         r.register(
             "alerts_active",

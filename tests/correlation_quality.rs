@@ -41,18 +41,18 @@ fn light_storm_over_four_clusters() {
 
 #[test]
 fn dense_storm_over_six_clusters() {
-    check(sim::quality_scenario(2), 0.98, 0.99);
+    check(sim::quality_scenario(2), 0.99, 0.99);
 }
 
 #[test]
 fn dense_storm_over_eight_clusters_with_small_zones() {
     // Four-node zones: unrelated node failures must not become a zone outage.
-    check(sim::quality_scenario(3), 0.95, 0.99);
+    check(sim::quality_scenario(3), 0.97, 0.99);
 }
 
 #[test]
 fn dense_storm_over_twelve_clusters() {
-    let stats = check(sim::quality_scenario(4), 0.96, 0.98);
+    let stats = check(sim::quality_scenario(4), 0.97, 0.98);
     // New alerts arrive far above the clusters' baselines: storm mode.
     assert!(
         stats.storm_clusters.len() >= 3,
@@ -66,7 +66,7 @@ fn dense_storm_over_twelve_clusters() {
 fn very_dense_storm_over_twelve_clusters() {
     // Ten faults per cluster over 30-node clusters: faults overlap in time
     // on the same nodes and zones, some beyond telling apart.
-    check(sim::quality_scenario(5), 0.88, 0.97);
+    check(sim::quality_scenario(5), 0.93, 0.985);
 }
 
 #[test]

@@ -179,3 +179,73 @@ async fn restart_recovers_state_exactly() {
         "{metrics}"
     );
 }
+
+/// The newest snapshot file is damaged while the service is down: start-up
+/// sets it aside, loads the previous one and re-applies the journal past it,
+/// and every alert is back as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_restarts_from_the_previous_one_and_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let client = reqwest::Client::new();
+    let starts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let send = |s: &Server, from: usize, to: usize| {
+        let (url, client, starts) = (s.url("/api/v1/alerts"), client.clone(), starts.clone());
+        async move {
+            for i in from..to {
+                let pod = format!("web-{i}");
+                let labels = [
+                    ("alertname", "KubePodNotReady"),
+                    ("namespace", "shop"),
+                    ("pod", pod.as_str()),
+                    ("cluster", "c1"),
+                ];
+                let body = webhook(
+                    "http://am:9093",
+                    &[alert(&labels, "firing", &starts, "0001-01-01T00:00:00Z")],
+                );
+                let r = client.post(&url).json(&body).send().await.unwrap();
+                assert!(r.status().is_success());
+            }
+        }
+    };
+    let alerts = |s: &Server| {
+        let url = s.url("/api/v1/alerts?limit=100000");
+        async move {
+            let mut a: Vec<serde_json::Value> =
+                reqwest::get(url).await.unwrap().json().await.unwrap();
+            a.sort_by_key(|a| a["id"].as_str().unwrap().to_owned());
+            a
+        }
+    };
+    // Two runs, each ending in a snapshot at shutdown: generations 1 and 2.
+    let mut server = Server::start(&db, None);
+    send(&server, 0, 10).await;
+    assert!(server.terminate().success(), "{}", server.logs());
+    let mut server = Server::start(&db, None);
+    send(&server, 5, 20).await;
+    let before = alerts(&server).await;
+    assert_eq!(before.len(), 20);
+    assert!(server.terminate().success(), "{}", server.logs());
+
+    let snapshots = db.join("snapshots");
+    let mut names: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "the previous generation is kept: {names:?}");
+    let newest = snapshots.join(&names[1]);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"web-17").unwrap();
+    bytes[at + 4] = b'9';
+    std::fs::write(&newest, bytes).unwrap();
+
+    let server = Server::start(&db, None);
+    let after = alerts(&server).await;
+    assert_eq!(after, before, "alert state differs after the fallback");
+    let logs = server.logs();
+    assert!(logs.contains("Snapshot file is damaged"), "{logs}");
+    assert!(logs.contains(&names[1]), "the log names the file: {logs}");
+    assert!(snapshots.join(format!("{}.damaged", names[1])).exists());
+}

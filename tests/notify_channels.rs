@@ -369,6 +369,37 @@ async fn dingtalk_absurd_bodies_are_cut_after_max_parts_with_a_link() {
     );
 }
 
+#[test]
+fn dingtalk_a_huge_title_alone_cannot_overflow_a_body() {
+    // A label value of 25 KB ends up in the title (the alert name here).
+    let huge = "NodeFilesystemAlmostOutOfSpace".repeat(850);
+    let inc = incident(
+        "inc-title",
+        t("2026-11-23T03:00:00Z"),
+        &[("alertname", huge.as_str()), ("severity", "critical")],
+        &["c1"],
+    );
+    let msg = message(&inc, "ops", MessageKind::First, 0);
+    let bodies = stormcast::notify::dingtalk::payloads(&DingtalkConfig::default(), &[msg]).unwrap();
+    assert!(!bodies.is_empty());
+    for b in &bodies {
+        let bytes = serde_json::to_vec(b).unwrap().len();
+        assert!(bytes < 20_000, "{bytes} bytes");
+        let title = b["markdown"]["title"].as_str().unwrap();
+        assert!(
+            title.chars().count() <= 220,
+            "{} chars",
+            title.chars().count()
+        );
+    }
+    // The text still carries the whole name, split if it must be.
+    let text: String = bodies
+        .iter()
+        .map(|b| b["markdown"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(text.matches("NodeFilesystemAlmostOutOfSpace").count() >= 850);
+}
+
 #[tokio::test]
 async fn webhook_carries_the_idempotency_key_and_hides_its_token() {
     let st: StandIn = Arc::default();

@@ -11,7 +11,7 @@
 
 use crate::domain::{Entity, EntityKind, Labels};
 
-use super::rules::{AboutKind, Rules};
+use super::rules::{AboutKind, CauseKind, Rules};
 use super::topology::{workload_from_pod_name, Topology};
 
 /// Scrape jobs whose targets are the cluster's nodes.
@@ -264,8 +264,20 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         }
     }
     let _ = app;
+    // Causes the rules rule out (`symptom_of`): not a parent at all.
+    if let Some(r) = rule {
+        if !r.symptom_of(CauseKind::Node) {
+            out.infra.clear();
+        }
+        if !r.symptom_of(CauseKind::Workload) {
+            out.logical.clear();
+            out.owner = None;
+        }
+    }
     // The pod's node's zone.
-    if out.primary.entity.kind == EntityKind::Pod {
+    if out.primary.entity.kind == EntityKind::Pod
+        && rule.is_none_or(|r| r.symptom_of(CauseKind::Node))
+    {
         if let Some(n) = out.infra.first() {
             if let Some(z) = topo.node_zone(cluster, &n.entity.name) {
                 out.more_ancestors.push(zone_entity(cluster, z));

@@ -18,7 +18,8 @@
 //!    through a Deployment spread over both. Scrape-job aggregates over nodes
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
 //! 3. A link needs compatible onsets, because a cause and its symptoms begin
-//!    together: a symptom of a failing node or zone began at most 5 minutes
+//!    together. An alert's onset is its `startsAt` minus its rule's `for`
+//!    (Prometheus stamps `startsAt` when the alert fires): a symptom of a failing node or zone began at most 5 minutes
 //!    before the failure alert it links to and within `grouping.window`
 //!    after it (a full disk evicts pods 25 minutes in, but next to its
 //!    DiskPressure); a symptom of a failing workload or dependency began
@@ -32,7 +33,11 @@
 //!    callers. A second alert on an entity joins the first only when it
 //!    began within 5 minutes of it (or, for node conditions, while it fires)
 //!    and is not already explained by another cause. Informational alerts
-//!    (`links: false`) stand alone.
+//!    (`links: false`) stand alone, and an alert is never linked to a cause
+//!    its rule's `symptom_of` leaves out (an image pull failure is not its
+//!    node's). A workload alert that arrived before its nodes' alerts
+//!    (Alertmanager groups by namespace) mirrors them once a node pulls its
+//!    pod; a lone workload alert joins a pod only within 5 minutes of it.
 //! 5. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail within 5 minutes (pods explained by their own
 //!    workload do not count), a workload when two of its pods on healthy
@@ -371,6 +376,19 @@ impl Correlator {
             .or_else(|| e.inferred.filter(|s| self.slot_data[*s].alive))
     }
 
+    /// Like [`failing_rep`](Self::failing_rep), the one whose onset is
+    /// closest to `at`: a node with an old, resolved problem and a new one
+    /// counts for its zone by the new one.
+    fn failing_rep_at(&self, k: Key, at: Timestamp, now: Timestamp) -> Option<usize> {
+        let e = &self.ents[k as usize];
+        e.failing
+            .iter()
+            .copied()
+            .filter(|s| self.active(*s, now))
+            .chain(e.inferred.filter(|s| self.slot_data[*s].alive))
+            .min_by_key(|s| (self.slot_data[*s].starts_at - at).num_seconds().abs())
+    }
+
     /// The live alert of failing `k` whose onset is closest to `s`'s, if one
     /// began within the grouping window of it (an inferred failure counts by
     /// the onset of the alert it was inferred from). A symptom begins with its
@@ -476,6 +494,12 @@ impl Correlator {
         false
     }
 
+    /// When an alert's condition began, as far as its rules tell: Prometheus
+    /// stamps `startsAt` when the alert fires, its rule's `for` later.
+    fn onset(&self, alert: &AlertState) -> Timestamp {
+        alert.starts_at - self.settings.rules.pending_for(alert.labels.alertname())
+    }
+
     fn new_slot(&mut self, alert: &AlertState) -> usize {
         let r = entity::resolve(
             &alert.labels,
@@ -504,7 +528,7 @@ impl Correlator {
             alive: true,
             firing: alert.is_firing(),
             ends_at: alert.ends_at,
-            starts_at: alert.starts_at,
+            starts_at: self.onset(alert),
             primary,
             infra: infra.into(),
             logical: logical.into(),
@@ -637,7 +661,11 @@ impl Correlator {
                         continue;
                     }
                     self.slot_data[t].infra_mode = true;
+                    let was_logical = self.slot_data[t].logical_linked;
                     self.union(rep, t, now, touched);
+                    if was_logical {
+                        self.mirror_infra(t);
+                    }
                 }
             }
         } else {
@@ -716,6 +744,24 @@ impl Correlator {
         }
     }
 
+    /// Pod `t`, grouped with its workload's failure before its node was
+    /// known to fail, now joined that node's incident (kube-prometheus'
+    /// Alertmanager groups by namespace, so a Deployment's alerts often
+    /// arrive before its nodes'). The workload alerts grouped with it mirror
+    /// failing nodes, as they would had the node's alert come first: they
+    /// explain no later pods or callers.
+    fn mirror_infra(&mut self, t: usize) {
+        let Some(w) = self.slot_data[t].owner else {
+            return;
+        };
+        let root = self.find(t);
+        for f in self.ents[w as usize].failing.clone() {
+            if self.find(f) == root {
+                self.slot_data[f].attached_infra = true;
+            }
+        }
+    }
+
     /// A node is failing: infer its zone when enough of the zone fails.
     fn zone_check(&mut self, node: Key, rep: usize, now: Timestamp, touched: &mut Vec<String>) {
         let ent = &self.ents[node as usize];
@@ -746,7 +792,7 @@ impl Correlator {
         let children: Vec<Key> = self.ents[z as usize].failing_children.clone();
         let failing: Vec<usize> = children
             .into_iter()
-            .filter_map(|n| self.failing_rep(n, now))
+            .filter_map(|n| self.failing_rep_at(n, onset, now))
             .collect();
         // Most of the zone must be down (counting nodes that failed earlier),
         // so that two unrelated node failures in a small zone stay apart.
@@ -810,13 +856,20 @@ impl Correlator {
             }
         }
         // A workload alert that arrived before its pods' alerts sits alone:
-        // pull it into the incident of the pod that explains it.
+        // pull it into the incident of the pod that explains it, by time too
+        // (a replica count that dropped twenty minutes before this pod
+        // failed is about another pod).
         if let Some(w) = d.owner {
             let orphans: Vec<usize> = self.ents[w as usize]
                 .failing
                 .iter()
                 .copied()
-                .filter(|f| *f != s && self.active(*f, now) && !self.slot_data[*f].logical_linked)
+                .filter(|f| {
+                    *f != s
+                        && self.active(*f, now)
+                        && !self.slot_data[*f].logical_linked
+                        && self.explains(s, *f)
+                })
                 .collect();
             for f in orphans {
                 let r = self.find(f);
@@ -885,6 +938,7 @@ impl Correlator {
                         .filter(|f| self.slot_data[*f].alive && self.near(*f, s)),
                 )
                 .min_by_key(|f| self.onset_gap(*f, s));
+            let new_problem = same.is_none();
             // An alert already explained by a cause does not bridge it to
             // another problem on the same entity.
             let same = same.filter(|r| {
@@ -897,8 +951,12 @@ impl Correlator {
                     let r = same.unwrap_or(s);
                     self.union(s, r, now, touched)
                 }
-                Some(_) => {}
-                None => {
+                Some(_) if !new_problem => {}
+                // Nothing failing here began near it or still fires (a
+                // resolved disk alert still counts for `window`): a new
+                // problem, which explains its own symptoms and counts
+                // toward its zone like a first failure.
+                _ => {
                     let infra = matches!(
                         self.ents[k as usize].entity.kind,
                         EntityKind::Node | EntityKind::Zone | EntityKind::ControlPlane
@@ -1060,6 +1118,7 @@ impl Correlator {
             return;
         }
         let member = Self::member(alert);
+        let onset = self.onset(alert);
         let mut touched: Vec<String> = Vec::new();
         if let Some((id, s)) = self.by_alert.get(&alert.id).cloned() {
             if let Some(open) = self.open.get_mut(&id) {
@@ -1080,7 +1139,7 @@ impl Correlator {
                 d.firing = alert.is_firing();
                 d.ends_at = alert.ends_at;
                 if refired {
-                    d.starts_at = alert.starts_at;
+                    d.starts_at = onset;
                     if d.links {
                         let k = d.primary;
                         if !self.ents[k as usize].failing.contains(&s) {

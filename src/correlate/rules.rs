@@ -58,6 +58,38 @@ pub struct AlertRule {
     /// nothing, join no incident of a failure and stand alone. Default true.
     #[serde(default = "default_true")]
     pub links: bool,
+    /// What the alert can be a symptom of, when not everything its entity
+    /// hangs off: `node` (its node and zone failing), `workload` (its
+    /// workload or a service it depends on failing). An image that fails to
+    /// pull (`KubeContainerWaiting`) is its workload's problem, never its
+    /// node's: a node that is down does not report new container states.
+    /// Default: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symptom_of: Option<Vec<CauseKind>>,
+    /// The alerting rule's `for`. Prometheus sends `startsAt` as the moment
+    /// the alert began firing, `for` after its condition began, so a node
+    /// failure's TargetDown (`for: 10m`) starts five minutes before its
+    /// KubeNodeNotReady (`for: 15m`). Correlation compares onsets: `startsAt`
+    /// minus `for`. Default 0s (the onset is `startsAt`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub pending_for: Option<PromDuration>,
+}
+
+/// A kind of cause an alert can be a symptom of (`symptom_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    /// Its node, and the node's zone.
+    Node,
+    /// Its workload, and the services that workload depends on.
+    Workload,
+}
+
+impl AlertRule {
+    /// Whether the alert can be a symptom of a cause of `kind`.
+    pub fn symptom_of(&self, kind: CauseKind) -> bool {
+        self.symptom_of.as_ref().is_none_or(|k| k.contains(&kind))
+    }
 }
 
 fn default_about() -> AboutKind {
@@ -196,6 +228,15 @@ impl Rules {
 
     pub fn alert(&self, name: &str) -> Option<&AlertRule> {
         self.alerts.get(name)
+    }
+
+    /// How long before its `startsAt` an alert's condition began: its rule's
+    /// `for`, or zero for an alert without one.
+    pub fn pending_for(&self, name: &str) -> chrono::Duration {
+        self.alerts
+            .get(name)
+            .and_then(|r| r.pending_for)
+            .map_or(chrono::Duration::zero(), PromDuration::as_chrono)
     }
 
     pub fn weight(&self, name: &str) -> u32 {

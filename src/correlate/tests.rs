@@ -233,36 +233,36 @@ fn zone_is_inferred_from_two_failing_nodes() {
     assert_eq!(inc.root_cause.fingerprint, None);
 }
 
-#[test]
-fn dependency_down_explains_dependents_across_clusters() {
+/// Auth in c1 fails about -8m. Its dependents' error-rate alerts (`for: 5m`
+/// when declared) fire at 0 and 5 s; the auth Deployment's replicas mismatch
+/// (`for: 15m`, shipped) fires at 7 min. Returns the
+/// correlator after all three, with the error-rate rule declared or not.
+fn dependency_storm(declare_for: bool) -> Correlator {
     let mut rules = Rules::default();
+    let alerts = if declare_for {
+        "alerts:\n  - {alert: ServiceErrorRateHigh, for: 5m}\n"
+    } else {
+        ""
+    };
     rules.add(
-        rules::parse_rules(
-            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: auth\n        namespace: identity\n        cluster: c1\n",
-        )
+        rules::parse_rules(&format!(
+            "{alerts}services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: auth\n        namespace: identity\n        cluster: c1\n",
+        ))
         .unwrap(),
     );
     let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
-    let e1 = alert(
-        "c2",
-        &[
-            ("alertname", "ServiceErrorRateHigh"),
-            ("namespace", "shop"),
-            ("service", "checkout"),
-        ],
-        0,
-    );
-    let e2 = alert(
-        "c3",
-        &[
-            ("alertname", "ServiceErrorRateHigh"),
-            ("namespace", "shop"),
-            ("service", "checkout"),
-        ],
-        5,
-    );
-    feed(&mut c, &e1);
-    feed(&mut c, &e2);
+    for (cluster, at) in [("c2", 0), ("c3", 5)] {
+        let e = alert(
+            cluster,
+            &[
+                ("alertname", "ServiceErrorRateHigh"),
+                ("namespace", "shop"),
+                ("service", "checkout"),
+            ],
+            at,
+        );
+        feed(&mut c, &e);
+    }
     assert_eq!(c.open_count(), 2);
     let down = alert(
         "c1",
@@ -271,13 +271,32 @@ fn dependency_down_explains_dependents_across_clusters() {
             ("namespace", "identity"),
             ("deployment", "auth"),
         ],
-        120,
+        420,
     );
-    let ev = feed(&mut c, &down);
-    assert_eq!(c.open_count(), 1, "{ev:?}");
+    feed(&mut c, &down);
+    c
+}
+
+#[test]
+fn dependency_down_explains_dependents_across_clusters() {
+    let c = dependency_storm(true);
+    assert_eq!(c.open_count(), 1);
     let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
     assert_eq!(inc.root_cause.entity.name, "auth");
     assert_eq!(inc.clusters.len(), 3);
+}
+
+#[test]
+fn onsets_subtract_each_rules_for_from_starts_at() {
+    // Without the error-rate rule's `for`, its onset is taken as its
+    // startsAt: it seems to begin eight minutes after the dependency failed,
+    // too late to be its symptom.
+    let c = dependency_storm(false);
+    assert_eq!(c.open_count(), 3);
+    let rules = Rules::default();
+    assert_eq!(rules.pending_for("KubeNodeNotReady").num_minutes(), 15);
+    assert_eq!(rules.pending_for("TargetDown").num_minutes(), 10);
+    assert_eq!(rules.pending_for("NoSuchAlert").num_seconds(), 0);
 }
 
 #[test]
@@ -503,4 +522,180 @@ fn a_workload_failing_on_healthy_nodes_keeps_its_pod_when_the_node_fails() {
         .unwrap();
     assert_eq!(n.alerts.len(), 2);
     assert!(n.alerts.iter().any(|m| m.fingerprint == api.id));
+}
+
+/// Alertmanager groups kube-prometheus alerts by namespace, so a Deployment's
+/// alerts (namespace `shop`) often arrive before its node's (`monitoring`).
+#[test]
+fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
+    let mut c = correlator();
+    let arriving = |mut a: AlertState, at: i64| {
+        a.first_received = t(at);
+        a.last_received = t(at);
+        a
+    };
+    let pod = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", name),
+            ],
+            at,
+        )
+    };
+    let node = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", name)],
+            at,
+        )
+    };
+    // n1 goes down at 0; its pod and the Deployment's replica count follow,
+    // and reach stormcast before the node's own alert.
+    let p1 = arriving(pod("web-5d8f7c9b4-aaaaa", 60), 960);
+    let mismatch = arriving(
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "shop"),
+                ("deployment", "web"),
+            ],
+            90,
+        ),
+        990,
+    );
+    let n1 = arriving(node("n1", 0), 1000);
+    // n2 fails on its own four minutes later: its pod's alert arrives first.
+    let p2 = arriving(pod("web-5d8f7c9b4-bbbbb", 300), 1200);
+    let n2 = arriving(node("n2", 250), 1210);
+    for a in [&p1, &mismatch, &n1, &p2, &n2] {
+        feed(&mut c, a);
+    }
+    let of = |a: &AlertState| {
+        c.incidents()
+            .into_iter()
+            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
+            .map(|i| i.id.clone())
+            .unwrap()
+    };
+    assert_eq!(of(&p1), of(&n1));
+    assert_eq!(of(&mismatch), of(&n1), "the lost replica is n1's");
+    assert_eq!(of(&p2), of(&n2));
+    assert_ne!(
+        of(&n1),
+        of(&n2),
+        "the replica count mirrors n1: it does not pull n2's pod"
+    );
+}
+
+#[test]
+fn a_node_that_fails_again_after_an_old_problem_counts_for_its_zone() {
+    let mut c = correlator();
+    let node = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", name)],
+            at,
+        )
+    };
+    // n1's disk filled up and was cleaned: resolved, but within the grouping
+    // window it still marks n1 failing.
+    let mut disk = alert(
+        "c1",
+        &[
+            ("alertname", "NodeFilesystemAlmostOutOfSpace"),
+            ("instance", "n1"),
+            ("job", "node-exporter"),
+            ("namespace", "monitoring"),
+        ],
+        0,
+    );
+    feed(&mut c, &disk);
+    disk.status = AlertStatus::Resolved;
+    disk.ends_at = Some(t(1500));
+    c.observe(&disk, Transition::Resolved, t(1500));
+    // Then zone a (n1, n2) goes down.
+    let n2 = node("n2", 2000);
+    let n1 = node("n1", 2010);
+    feed(&mut c, &n2);
+    feed(&mut c, &n1);
+    let of = |a: &AlertState| {
+        c.incidents()
+            .into_iter()
+            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
+            .map(|i| (i.id.clone(), i.root_cause.entity.kind))
+            .unwrap()
+    };
+    assert_eq!(of(&n1).0, of(&n2).0, "both nodes of zone a failed together");
+    assert_eq!(of(&n1).1, EntityKind::Zone);
+    assert_ne!(of(&disk).0, of(&n1).0, "the old disk problem stays apart");
+}
+
+#[test]
+fn a_pod_does_not_take_a_replica_alert_that_began_long_before_it() {
+    let mut c = correlator();
+    let mismatch = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        0,
+    );
+    let pod = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        1300,
+    );
+    feed(&mut c, &mismatch);
+    feed(&mut c, &pod);
+    assert_eq!(c.open_count(), 2, "twenty minutes apart: two problems");
+}
+
+#[test]
+fn an_image_pull_failure_is_not_a_symptom_of_its_node() {
+    let mut c = correlator();
+    let node = alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+        0,
+    );
+    let pod = alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        40,
+    );
+    // rules: KubeContainerWaiting is `symptom_of: [workload]`.
+    let waiting = alert(
+        "c1",
+        &[
+            ("alertname", "KubeContainerWaiting"),
+            ("namespace", "shop"),
+            ("pod", "api-6c7d8e9f5-ccccc"),
+            ("reason", "ImagePullBackOff"),
+        ],
+        60,
+    );
+    for a in [&node, &pod, &waiting] {
+        feed(&mut c, a);
+    }
+    assert_eq!(c.open_count(), 2);
+    let inc = c
+        .incidents()
+        .into_iter()
+        .find(|i| i.alerts.iter().any(|a| a.fingerprint == waiting.id))
+        .unwrap();
+    assert_eq!(inc.alerts.len(), 1, "{:?}", inc.root_cause.explanation);
 }

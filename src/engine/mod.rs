@@ -156,6 +156,60 @@ const SNAPSHOT_CHANGES: u64 = 50_000;
 /// ...or once this long passed with any change.
 const SNAPSHOT_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
+/// The alert and incident state captured for a snapshot by
+/// [`Engine::capture`], written without the engine lock.
+pub struct PendingSnapshot {
+    store: Store,
+    generation: u64,
+    applied: Option<u64>,
+    alerts: Vec<Arc<AlertState>>,
+    incidents: Vec<Incident>,
+    changes: u64,
+    write_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+}
+
+impl std::fmt::Debug for PendingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSnapshot")
+            .field("generation", &self.generation)
+            .field("applied", &self.applied)
+            .field("alerts", &self.alerts.len())
+            .field("incidents", &self.incidents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingSnapshot {
+    /// Observations and incident events the snapshot covers (hand them back
+    /// with [`Engine::snapshot_failed`] if the write fails).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Serialises, writes and records the snapshot durably (blocking I/O).
+    pub fn write(self) -> Result<Snapshotted, StoreError> {
+        let started = std::time::Instant::now();
+        let done = self.store.write_snapshot_as(
+            self.generation,
+            self.alerts.iter().map(|a| &**a),
+            self.incidents.iter(),
+            self.applied,
+        )?;
+        let took = started.elapsed();
+        if let Some(h) = &self.write_seconds {
+            h.observe(took.as_secs_f64());
+        }
+        tracing::debug!(
+            alerts = done.alerts,
+            incidents = done.incidents,
+            generation = self.generation,
+            took_ms = took.as_millis() as u64,
+            "Snapshot written"
+        );
+        Ok(done)
+    }
+}
+
 /// Totals since the engine started (or since replay began).
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -168,9 +222,11 @@ pub struct EngineStats {
 /// The alert state, correlation and notification planning, driven by a clock.
 pub struct Engine {
     clock: Arc<dyn Clock>,
-    /// Boxed: the map then moves 16 bytes per alert when it grows, and its
-    /// spare capacity costs 16 bytes a slot instead of a whole state.
-    alerts: foldhash::HashMap<Fingerprint, Box<AlertState>>,
+    /// Shared so a checkpoint captures the state by cloning pointers under
+    /// the engine lock; a state changed while the snapshot is being written
+    /// is copied on write (`Arc::make_mut`). A pointer also means growing the
+    /// map moves 16 bytes per alert instead of a whole state.
+    alerts: foldhash::HashMap<Fingerprint, Arc<AlertState>>,
     correlator: Correlator,
     planner: Planner,
     store: Option<Store>,
@@ -274,7 +330,8 @@ impl Engine {
         let Some(store) = &self.store else {
             return Ok(0);
         };
-        for a in store.load_alerts()? {
+        let snapshot = store.load_snapshot()?;
+        for a in snapshot.alerts {
             if a.is_firing() {
                 if let Some(m) = &self.metrics {
                     m.active_alerts
@@ -284,13 +341,15 @@ impl Engine {
                         .inc();
                 }
             }
-            self.alerts.insert(a.id, Box::new(a));
+            self.alerts.insert(a.id, Arc::new(a));
         }
-        self.correlator.restore(store.load_incidents()?);
+        self.correlator.restore(snapshot.incidents);
         let last_heard = load_heartbeats(store)?;
-        let now = self.clock.now();
-        self.heartbeat
-            .restore(self.alerts.values().map(|a| &**a), last_heard, now);
+        self.heartbeat.restore(
+            self.alerts.values().map(|a| &**a),
+            last_heard,
+            self.clock.now(),
+        );
         self.update_gauges();
         Ok(self.alerts.len())
     }
@@ -358,12 +417,12 @@ impl Engine {
             let obs = da.observation.clone();
             let (was_firing, transition) = match self.alerts.entry(id) {
                 Entry::Occupied(mut e) => {
-                    let state = e.get_mut();
+                    let state = Arc::make_mut(e.get_mut());
                     (state.is_firing(), state.observe(obs, &ctx))
                 }
                 Entry::Vacant(e) => {
                     let (state, t) = AlertState::first_as(id, obs, &ctx);
-                    e.insert(Box::new(state));
+                    e.insert(Arc::new(state));
                     (false, t)
                 }
             };
@@ -445,7 +504,8 @@ impl Engine {
     }
 
     /// Writes a snapshot of the whole alert and incident state when one is
-    /// due; `serve` calls this after each tick.
+    /// due, on this thread (replay, tools and tests; `serve` uses
+    /// [`capture_if_due`](Self::capture_if_due) to write off the engine lock).
     ///
     /// The journal is the durable record of every acknowledged delivery, so
     /// state need not reach disk per observation: after a crash, start-up
@@ -461,29 +521,75 @@ impl Engine {
     /// Writes a snapshot now if anything changed since the last one (start-up
     /// recovery, shutdown, tools and tests).
     pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
-        let Some(store) = &self.store else {
+        let Some(pending) = self.capture() else {
             return Ok(Snapshotted::default());
         };
-        if self.changes == 0 {
-            return Ok(Snapshotted::default());
+        let changes = pending.changes;
+        pending
+            .write()
+            .inspect_err(|_| self.snapshot_failed(changes))
+    }
+
+    /// Captures the state for a snapshot when one is due. Cheap: it clones
+    /// pointers to the alert states and the incidents, so the caller can
+    /// release the engine lock and [`PendingSnapshot::write`] on a blocking
+    /// thread while deliveries go on. Write captures in the order taken; one
+    /// overtaken by a later capture is skipped.
+    pub fn capture_if_due(&mut self) -> Option<PendingSnapshot> {
+        if !self.snapshot_due(self.clock.now()) {
+            return None;
         }
-        // The watermark first: every entry marked applied by now is in the state.
-        let watermark = store.applied_watermark();
+        self.capture()
+    }
+
+    /// Captures the state for a snapshot now if anything changed since the last one.
+    pub fn capture(&mut self) -> Option<PendingSnapshot> {
+        let store = self.store.as_ref()?;
+        if self.changes == 0 {
+            return None;
+        }
         let started = std::time::Instant::now();
-        let done = store.write_snapshot(
-            self.alerts.values().map(|a| &**a),
-            self.correlator.incidents().into_iter(),
-            watermark,
-        )?;
+        // The watermark under the same lock as the state: every entry marked
+        // applied by now is in it (entries applied but not yet marked are
+        // re-applied after a crash, which is harmless).
+        let applied = store.applied_watermark();
+        let generation = store.reserve_generation();
+        let alerts: Vec<Arc<AlertState>> = self.alerts.values().cloned().collect();
+        let alerts_took = started.elapsed();
+        let incidents: Vec<Incident> = self.correlator.incidents().into_iter().cloned().collect();
+        let captured = started.elapsed();
+        if let Some(m) = &self.metrics {
+            m.snapshot_capture_seconds.observe(captured.as_secs_f64());
+        }
         tracing::debug!(
-            alerts = done.alerts,
-            incidents = done.incidents,
-            took_ms = started.elapsed().as_millis() as u64,
-            "Snapshot written"
+            alerts = alerts.len(),
+            incidents = incidents.len(),
+            generation,
+            lock_held_ms = captured.as_secs_f64() * 1e3,
+            alert_refs_ms = alerts_took.as_secs_f64() * 1e3,
+            "Snapshot captured"
         );
+        let pending = PendingSnapshot {
+            store: store.clone(),
+            generation,
+            applied,
+            alerts,
+            incidents,
+            changes: self.changes,
+            write_seconds: self
+                .metrics
+                .as_ref()
+                .map(|m| m.snapshot_write_seconds.clone()),
+        };
         self.changes = 0;
         self.last_snapshot = self.clock.now();
-        Ok(done)
+        Some(pending)
+    }
+
+    /// A captured snapshot could not be written: its changes count again, so
+    /// the next due check retries.
+    pub fn snapshot_failed(&mut self, changes: u64) {
+        self.changes += changes;
     }
 
     /// The earliest time [`tick`](Self::tick) has work to do.

@@ -210,6 +210,9 @@ pub fn payloads(
     } else {
         format!("stormcast digest: {} incident messages", msgs.len())
     };
+    // The title is only the preview line of the chat notification; a label
+    // value of kilobytes must not push the body over the limit by itself.
+    let title = shorten(&title, MAX_TITLE_CHARS);
     let text = if msgs.len() == 1 {
         rendered.remove(0)
     } else {
@@ -282,6 +285,17 @@ pub fn payloads(
             body(cfg, &format!("{title} ({}/{n})", i + 1), &text, first)
         })
         .collect())
+}
+
+/// Longest title kept, in characters; longer ones end in `…`.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// `s` cut to at most `max` characters, the last of them `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if s.chars().count() > max => format!("{}…", &s[..at]),
+        _ => s.to_owned(),
+    }
 }
 
 impl Dingtalk {
@@ -420,6 +434,17 @@ impl Notifier for Dingtalk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_titles_are_shortened_at_a_char_boundary() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("exactly10!", 10), "exactly10!");
+        let long = "磁盘".repeat(10_000);
+        let cut = shorten(&long, MAX_TITLE_CHARS);
+        assert_eq!(cut.chars().count(), MAX_TITLE_CHARS);
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+    }
 
     #[test]
     fn sign_matches_reference() {

@@ -5,8 +5,11 @@
 //! lines of a block, and only inside a line that alone is too long, at a space
 //! outside links, emphasis and inline code. A fenced code block is kept whole
 //! when it fits; otherwise each piece closes the fence and the next reopens
-//! it. Concatenating the pieces (with the separators the cuts removed) gives
-//! back the text, so nothing is lost.
+//! it. A table too long for one piece is cut between rows, and each piece
+//! after the first starts again with the table's header row and delimiter
+//! row, so that every piece renders as a table. Concatenating the pieces
+//! (with the separators the cuts removed, and without the repeated table
+//! headers) gives back the text, so nothing is lost.
 
 /// Splits `text` into pieces whose `cost` is at most `budget` each. `cost`
 /// must be additive over concatenation (a byte count, or the length of the
@@ -136,6 +139,7 @@ impl Splitter<'_> {
                 self.cut();
                 self.fenced(b, opening);
             }
+            None if is_table(&b.lines) => self.table(b),
             None => {
                 for (i, line) in b.lines.iter().enumerate() {
                     self.line(line, if i == 0 { "\n\n" } else { "\n" });
@@ -194,6 +198,34 @@ impl Splitter<'_> {
         }
     }
 
+    /// A table too long for one piece: rows go where they fit, and a piece
+    /// that starts inside the table starts with its header again. A header
+    /// too large to repeat alongside a row is not repeated.
+    fn table(&mut self, b: &Block) {
+        let header = b.lines[..2].join("\n");
+        // Never leave a header alone at the end of a piece.
+        let opening = match b.lines.get(2) {
+            Some(row) => format!("{header}\n{row}"),
+            None => header.clone(),
+        };
+        if !self.fits("\n\n", &opening) {
+            self.cut();
+        }
+        self.line(&b.lines[0], "\n\n");
+        self.line(&b.lines[1], "\n");
+        for row in &b.lines[2..] {
+            if self.fits("\n", row) {
+                self.push("\n", row);
+                continue;
+            }
+            self.cut();
+            if (self.cost)(&header) + (self.cost)("\n") + (self.cost)(row) <= self.budget {
+                self.push("", &header);
+            }
+            self.line(row, "\n");
+        }
+    }
+
     /// One line of a block too long for one piece.
     fn line(&mut self, line: &str, sep: &str) {
         if self.fits(sep, line) {
@@ -239,6 +271,20 @@ impl Splitter<'_> {
         }
         self.parts
     }
+}
+
+/// Whether a block is a markdown table: a header row, then a delimiter row
+/// of `|`, `-`, `:` and spaces with at least one `-`.
+fn is_table(lines: &[String]) -> bool {
+    let [head, delim, ..] = lines else {
+        return false;
+    };
+    head.trim_start().starts_with('|')
+        && delim.contains('-')
+        && delim.contains('|')
+        && delim
+            .chars()
+            .all(|c| matches!(c, '|' | '-' | ':' | ' ' | '\t'))
 }
 
 /// The longest prefix of `s` (at a char boundary, at least one char) whose
@@ -354,6 +400,41 @@ mod tests {
         for l in &code {
             assert_eq!(joined.matches(l.as_str()).count(), 1, "{l}");
         }
+    }
+
+    #[test]
+    fn long_tables_repeat_their_header_in_every_piece() {
+        let header = "| node | status |\n|---|:---:|";
+        let rows: Vec<String> = (0..30).map(|i| format!("| node-{i:02} | down |")).collect();
+        let text = format!("intro\n\n{header}\n{}\n\nafter", rows.join("\n"));
+        let parts = split(&text, 120, &bytes);
+        assert!(parts.len() > 3, "{parts:?}");
+        assert!(parts.iter().all(|p| p.len() <= 120), "{parts:?}");
+        let with_rows: Vec<&String> = parts.iter().filter(|p| p.contains("| node-")).collect();
+        for p in &with_rows {
+            assert!(
+                p.contains(header),
+                "a piece of the table lacks its header: {p:?}"
+            );
+        }
+        // Every row once, in order; the header only where rows are.
+        let joined = parts.join("\n");
+        let mut last = 0;
+        for r in &rows {
+            assert_eq!(joined.matches(r.as_str()).count(), 1, "{r}");
+            let at = joined.find(r.as_str()).unwrap();
+            assert!(at > last, "{r} out of order");
+            last = at;
+        }
+        assert_eq!(joined.matches(header).count(), with_rows.len());
+        assert!(parts[0].starts_with("intro"));
+        assert!(parts.last().unwrap().ends_with("after"));
+    }
+
+    #[test]
+    fn pipes_without_a_delimiter_row_are_not_a_table() {
+        assert!(!is_table(&["| a | b |".into(), "| c | d |".into()]));
+        assert!(is_table(&["| a | b |".into(), "| --- | ---: |".into()]));
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! resolved notifications and occasional double delivery (an HA twin).
 //! Faults: node down, zone outage, dependency down with its dependents, disk
 //! full, control plane down, bad rollout and a cross-cluster dependency outage,
-//! over background noise and flapping alerts. The truth maps every alert
+//! over background noise and flapping alerts. Every alert carries its
+//! kube-prometheus `for` (`KubeContainerWaiting` an hour), and `startsAt` is
+//! when it fired, as Prometheus sends it (`FiredAt`), that long after its
+//! condition began. The truth maps every alert
 //! identity (Alertmanager fingerprint of its labels, `cluster` included) to the
 //! incident that caused it and that incident's root-cause entity.
 
@@ -165,10 +168,13 @@ const APPS: [(&str, &str, &str, usize); 9] = [
 /// The fleet-wide identity service, running in the first cluster only.
 const AUTH: (&str, &str) = ("identity", "auth");
 
-/// Service dependencies the simulated fleet declares.
+/// Service dependencies the simulated fleet declares, and the `for` of its
+/// own alerting rule (the kube-prometheus ones ship with stormcast).
 fn services_yaml(first_cluster: &str) -> String {
     format!(
-        "services:\n\
+        "alerts:\n\
+         \x20 - {{alert: ServiceErrorRateHigh, for: 5m}}\n\
+         services:\n\
          \x20 - name: frontend\n    namespace: shop\n    depends_on:\n      - name: checkout\n      - name: catalog\n\
          \x20 - name: checkout\n    namespace: shop\n    depends_on:\n      - name: payment\n      - name: {}\n        namespace: {}\n        cluster: {first_cluster}\n\
          \x20 - name: catalog\n    namespace: shop\n    depends_on:\n      - name: catalog-db\n",
@@ -827,9 +833,18 @@ impl Gen {
                 format!("{cl}/{}/pod/{pod}", app.ns),
             ),
         };
+        // kube-prometheus' `for` of each: the condition held that long before
+        // the alert fired a minute after `t0`, and `startsAt` says so (an
+        // image that fails to pull fires only after an hour of waiting).
+        let for_ = Duration::minutes(match pick {
+            0 | 1 | 3 => 15,
+            2 => 10,
+            _ => 60,
+        });
         let truth = self.incident("noise", root);
         let repeat = self.seen.contains(&l.fingerprint());
-        let fp = self.alert(truth, l.clone(), t0, Duration::minutes(1), end);
+        let start = t0 + Duration::minutes(1) - for_;
+        let fp = self.alert(truth, l.clone(), start, for_, end);
         self.truth.incidents[truth].root_fingerprint = fp;
         // Some noise flaps: it resolves and fires again within the hold.
         if fp.is_some() && !repeat && self.rng.gen_bool(0.3) {
@@ -1192,7 +1207,7 @@ fn dispatch(
                             "status": if *firing { "firing" } else { "resolved" },
                             "labels": e.labels,
                             "annotations": {"summary": format!("{} on {}", e.labels.alertname(), cluster)},
-                            "startsAt": rfc3339(e.active_at),
+                            "startsAt": rfc3339(e.fires_at),
                             "endsAt": if *firing { "0001-01-01T00:00:00Z".to_owned() } else { rfc3339(e.resolves_at) },
                             "generatorURL": format!("http://prometheus.{cluster}.example:9090/graph"),
                             "fingerprint": fp.to_string(),

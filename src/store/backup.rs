@@ -2,7 +2,9 @@
 //!
 //! The first line is a header with the schema version the records are in;
 //! then one line per record (`tree`, base64 `key` and `value`), every tree
-//! included, so trees later stages add (outbox, silences) travel too; the last
+//! included, so trees later stages add (outbox, silences) travel too; then
+//! the current snapshot file (schema 3 on) as `file`, `offset` and base64
+//! `data` pieces, so the restored store recovers the same state; the last
 //! line is a trailer with the record count, so a truncated file is refused.
 //! Restoring writes the records in their original layout and then opens the
 //! store normally, which runs any migration a newer build needs.
@@ -17,7 +19,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreConfig, StoreError, SCHEMA_KEY, SCHEMA_VERSION};
+use super::snapshot::SNAPSHOT_DIR;
+use super::{SnapshotFiles, Store, StoreConfig, StoreError, SCHEMA_KEY, SCHEMA_VERSION};
 
 /// Identifies the file format, independent of the store's schema version.
 pub const FORMAT: &str = "stormcast-backup/1";
@@ -36,6 +39,17 @@ struct Record {
     key: String,
     value: String,
 }
+
+/// A piece of a snapshot file: `file` is its path inside the store's folder.
+#[derive(Debug, Serialize, Deserialize)]
+struct FileRecord {
+    file: String,
+    offset: u64,
+    data: String,
+}
+
+/// Raw bytes per file record.
+const FILE_PIECE: usize = 768 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Trailer {
@@ -65,11 +79,15 @@ pub struct BackupSummary {
     pub schema_version: u32,
     pub records: u64,
     pub trees: Vec<(String, u64)>,
+    /// Snapshot files and their sizes in bytes.
+    pub files: Vec<(String, u64)>,
 }
 
 /// Writes every tree of the store at `cfg.path` to `out`.
 pub fn backup(cfg: &StoreConfig, out: &mut dyn Write) -> Result<BackupSummary, BackupError> {
     let store = open_when_released(cfg)?;
+    // A damaged snapshot is refused here rather than copied.
+    store.verify_snapshot()?;
     let db = store.db();
     let header = BackupHeader {
         format: FORMAT.to_owned(),
@@ -107,6 +125,33 @@ pub fn backup(cfg: &StoreConfig, out: &mut dyn Write) -> Result<BackupSummary, B
             summary.trees.push((tree_name, n));
         }
         summary.records += n;
+    }
+    let generation = store.snapshot_generation()?;
+    if generation > 0 {
+        let name = format!("{SNAPSHOT_DIR}/{}", SnapshotFiles::file_name(generation));
+        let mut input = store.snapshot_files().open_raw(generation)?;
+        let mut piece = vec![0u8; FILE_PIECE];
+        let mut offset = 0u64;
+        loop {
+            let n = read_full(&mut input, &mut piece)?;
+            if n == 0 && offset > 0 {
+                break;
+            }
+            write_line(
+                out,
+                &FileRecord {
+                    file: name.clone(),
+                    offset,
+                    data: B64.encode(&piece[..n]),
+                },
+            )?;
+            summary.records += 1;
+            offset += n as u64;
+            if n < piece.len() {
+                break;
+            }
+        }
+        summary.files.push((name, offset));
     }
     write_line(
         out,
@@ -151,6 +196,8 @@ pub fn restore(
     }
     // Parse everything before touching the target, so a bad file changes nothing.
     let mut records = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut file_records = 0usize;
     let mut trailer = None;
     for (i, l) in lines {
         let l = l?;
@@ -168,28 +215,48 @@ pub fn restore(
             trailer = Some(parse_line::<Trailer>(i + 1, &l)?);
             continue;
         }
+        if v.get("file").is_some() {
+            let f: FileRecord = parse_line(i + 1, &l)?;
+            let data = decode(i + 1, &f.data)?;
+            add_piece(&mut files, i + 1, f, data)?;
+            file_records += 1;
+            continue;
+        }
         let r: Record = parse_line(i + 1, &l)?;
         let key = decode(i + 1, &r.key)?;
         let value = decode(i + 1, &r.value)?;
         records.push((r.tree, key, value));
     }
+    let total = records.len() + file_records;
     match trailer {
-        Some(t) if t.records == records.len() as u64 => {}
+        Some(t) if t.records == total as u64 => {}
         Some(t) => {
             return Err(BackupError::Format {
-                line: records.len() + 2,
+                line: total + 2,
                 reason: format!(
-                    "the end marker counts {} records but the file has {}",
+                    "the end marker counts {} records but the file has {total}",
                     t.records,
-                    records.len()
                 ),
             })
         }
         None => {
             return Err(BackupError::Format {
-                line: records.len() + 2,
+                line: total + 2,
                 reason: "no end marker: the backup is truncated".into(),
             })
+        }
+    }
+
+    // The snapshot crossed a file that may have been edited or damaged in
+    // transit: refuse it now rather than at the service's next start.
+    for (name, bytes) in &files {
+        let damaged = |reason: String| StoreError::Snapshot {
+            file: format!("{name} in the backup"),
+            reason,
+        };
+        let generation = super::snapshot::verify_bytes(bytes).map_err(damaged)?;
+        if !name.ends_with(&SnapshotFiles::file_name(generation)) {
+            return Err(damaged(format!("its header names generation {generation}")).into());
         }
     }
 
@@ -227,6 +294,25 @@ pub fn restore(
             .map_err(StoreError::from)?;
         db.flush().map_err(StoreError::from)?;
         drop(db);
+        let dir = path.join(SNAPSHOT_DIR);
+        if force {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        for (name, bytes) in files {
+            std::fs::create_dir_all(&dir)?;
+            let target = path.join(&name);
+            let tmp = path.join(format!("{name}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            std::fs::File::open(&dir)?.sync_all()?;
+            summary.files.push((name, bytes.len() as u64));
+        }
+        summary.records += file_records as u64;
         // Opening normally checks the version and runs migrations.
         let store = open_when_released(cfg)?;
         summary.schema_version = store.schema_version()?;
@@ -255,6 +341,66 @@ fn open_when_released(cfg: &StoreConfig) -> Result<Store, StoreError> {
             other => return other,
         }
     }
+}
+
+/// Adds a snapshot file piece, checking the name (only the snapshot folder,
+/// never a path out of the store) and that pieces come in order.
+fn add_piece(
+    files: &mut Vec<(String, Vec<u8>)>,
+    line: usize,
+    f: FileRecord,
+    data: Vec<u8>,
+) -> Result<(), BackupError> {
+    let valid = f
+        .file
+        .strip_prefix(SNAPSHOT_DIR)
+        .and_then(|n| n.strip_prefix('/'))
+        .and_then(|n| n.strip_suffix(".snapshot"))
+        .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()));
+    if !valid {
+        return Err(BackupError::Format {
+            line,
+            reason: format!("unexpected file {:?}", f.file),
+        });
+    }
+    match files.last_mut() {
+        Some((name, bytes)) if *name == f.file => {
+            if f.offset != bytes.len() as u64 {
+                return Err(BackupError::Format {
+                    line,
+                    reason: format!(
+                        "{} piece at offset {} follows {} bytes",
+                        f.file,
+                        f.offset,
+                        bytes.len()
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&data);
+        }
+        _ if f.offset != 0 => {
+            return Err(BackupError::Format {
+                line,
+                reason: format!("{} starts at offset {}", f.file, f.offset),
+            })
+        }
+        _ => files.push((f.file, data)),
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(input: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn is_empty_dir(path: &Path) -> Result<bool, std::io::Error> {

@@ -1,6 +1,7 @@
-//! Durable state on sled: the append-only journal of raw deliveries, snapshots
-//! of the alert and incident state, and the trees later stages add (outbox,
-//! silences). The schema is versioned and checked on open.
+//! Durable state: on sled, the append-only journal of raw deliveries and the
+//! trees later stages add (outbox, silences); beside it, snapshot files of the
+//! alert and incident state ([`snapshot`]). The schema is versioned and
+//! checked on open.
 //!
 //! Durability: sled only syncs every 500 ms on its own, so [`Store::append_journal`]
 //! waits for a flush that covers its write before returning. Concurrent writers
@@ -11,33 +12,39 @@
 //! already holds every acknowledged delivery, so the engine writes the whole
 //! state now and then as a snapshot ([`Store::write_snapshot`]) with the
 //! journal watermark it reflects, and start-up re-applies the journal past it.
+//! Snapshots are files, not sled values: sled keeps what it writes in its page
+//! cache, and a snapshot of 100k alerts held 60–90 MB there.
 
 pub mod backup;
 mod journal;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use journal::JournalEntry;
+pub use snapshot::{LoadedSnapshot, SnapshotFiles};
 
 use crate::config::{ConfigErrors, PromDuration};
 use crate::domain::{AlertState, Incident, Timestamp};
 
 /// The on-disk layout version this build writes. Bump it with a migration in
 /// [`migrate`] whenever a tree's key or value format changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const APPLIED_KEY: &[u8] = b"journal_applied";
 const SNAPSHOT_KEY: &[u8] = b"snapshot_generation";
+/// The watermark of the snapshot before the current one: the journal is kept
+/// past it, so that snapshot can stand in if the current one is damaged.
+const PREV_APPLIED_KEY: &[u8] = b"snapshot_previous_applied";
 
-/// Records per snapshot value. Large on purpose: sled writes values over a
-/// quarter segment (128 KiB) as files of their own, one sequential write,
-/// where smaller ones would split and rewrite tree nodes.
+/// Records per snapshot value in the schema 2 layout (only the 1→2 migration
+/// still writes it, for the 2→3 step to move into a file).
 const SNAPSHOT_CHUNK: usize = 2000;
 /// ...or bytes, for incidents with many members.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -101,6 +108,8 @@ pub enum StoreError {
     TooNew { path: String, found: u32 },
     #[error("store flusher stopped")]
     FlusherGone,
+    #[error("snapshot {file}: {reason}")]
+    Snapshot { file: String, reason: String },
 }
 
 /// What retention removed in one pass.
@@ -124,7 +133,11 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     journal: sled::Tree,
-    snapshot: sled::Tree,
+    snapshots: SnapshotFiles,
+    /// The last snapshot generation handed out by [`Store::reserve_generation`].
+    generation: std::sync::Arc<AtomicU64>,
+    /// One snapshot write at a time, in generation order.
+    snapshot_write: std::sync::Arc<std::sync::Mutex<()>>,
     flush_tx: Option<mpsc::UnboundedSender<FlushWaiter>>,
     inflight: std::sync::Arc<std::sync::Mutex<Inflight>>,
     journal_count: std::sync::Arc<JournalCount>,
@@ -167,16 +180,16 @@ impl Store {
             .path(&cfg.path)
             .cache_capacity(cfg.cache_capacity_bytes)
             .open()?;
-        Self::from_db(db, &cfg.path)
+        Self::from_db(db, &cfg.path, SnapshotFiles::beside(&cfg.path))
     }
 
     /// An in-memory store that vanishes on drop (tests and tools).
     pub fn temporary() -> Result<Store, StoreError> {
         let db = sled::Config::new().temporary(true).open()?;
-        Self::from_db(db, Path::new("<temporary>"))
+        Self::from_db(db, Path::new("<temporary>"), SnapshotFiles::memory())
     }
 
-    fn from_db(db: sled::Db, path: &Path) -> Result<Store, StoreError> {
+    fn from_db(db: sled::Db, path: &Path, snapshots: SnapshotFiles) -> Result<Store, StoreError> {
         let meta = db.open_tree("meta")?;
         let found = meta
             .get(SCHEMA_KEY)?
@@ -189,9 +202,9 @@ impl Store {
                     found: v,
                 })
             }
-            Some(v) if v < SCHEMA_VERSION => migrate(&db, v)?,
+            Some(v) if v < SCHEMA_VERSION => migrate(&db, &snapshots, v)?,
             // A store with data but no schema key predates versioning (version 0).
-            None if has_data(&db)? => migrate(&db, 0)?,
+            None if has_data(&db)? => migrate(&db, &snapshots, 0)?,
             Some(_) => {}
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -202,6 +215,8 @@ impl Store {
             h.spawn(group_flusher(db.clone(), rx));
             tx
         });
+        let current = meta_u64(&meta, SNAPSHOT_KEY)?;
+        tidy_snapshots(&snapshots, current)?;
         let journal = db.open_tree("journal")?;
         let last_at_open = match journal.last()? {
             Some((k, _)) => decode_u64(&k, "journal")?,
@@ -215,7 +230,9 @@ impl Store {
                 ..Default::default()
             }),
             journal,
-            snapshot: db.open_tree("snapshot")?,
+            snapshots,
+            generation: std::sync::Arc::new(AtomicU64::new(current)),
+            snapshot_write: Default::default(),
             meta,
             db,
             flush_tx,
@@ -403,57 +420,199 @@ impl Store {
         })
     }
 
-    /// The last journal sequence whose effects are in the alert state.
+    /// The last journal sequence whose effects are in the alert state: the
+    /// watermark recorded with the current snapshot.
     pub fn applied(&self) -> Result<u64, StoreError> {
         meta_u64(&self.meta, APPLIED_KEY)
     }
 
-    pub fn set_applied(&self, seq: u64) -> Result<(), StoreError> {
-        self.meta.insert(APPLIED_KEY, &seq.to_be_bytes())?;
-        Ok(())
+    /// Where the snapshot files are.
+    pub fn snapshot_files(&self) -> &SnapshotFiles {
+        &self.snapshots
     }
 
-    /// Writes the whole alert and incident state as a new snapshot, then
-    /// moves the applied watermark to `applied`, then drops the previous
-    /// snapshot. sled recovers a prefix of its writes, so a crash at any
-    /// point leaves either the old snapshot with the old watermark or the new
-    /// one (with the old or the new watermark; re-applying journal entries
-    /// the state already holds is harmless).
+    /// The generation of the current snapshot, 0 before the first.
+    pub fn snapshot_generation(&self) -> Result<u64, StoreError> {
+        meta_u64(&self.meta, SNAPSHOT_KEY)
+    }
+
+    /// Takes the next snapshot generation. The engine takes it while it
+    /// captures the state, so [`write_snapshot_as`](Self::write_snapshot_as)
+    /// can tell a capture overtaken by a later one and skip it.
+    pub fn reserve_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Writes the whole alert and incident state as a new snapshot with the
+    /// journal watermark `applied` it reflects (see
+    /// [`write_snapshot_as`](Self::write_snapshot_as)).
     pub fn write_snapshot<'a>(
         &self,
         alerts: impl Iterator<Item = &'a AlertState>,
         incidents: impl Iterator<Item = &'a Incident>,
         applied: Option<u64>,
     ) -> Result<Snapshotted, StoreError> {
-        write_snapshot(&self.meta, &self.snapshot, alerts, incidents, applied)
+        let generation = self.reserve_generation();
+        self.write_snapshot_as(generation, alerts, incidents, applied)
     }
 
-    fn load_kind<T: serde::de::DeserializeOwned>(&self, kind: u8) -> Result<Vec<T>, StoreError> {
-        let mut prefix = meta_u64(&self.meta, SNAPSHOT_KEY)?.to_be_bytes().to_vec();
-        prefix.push(kind);
-        let mut out = Vec::new();
-        for r in self.snapshot.scan_prefix(prefix) {
-            out.extend(decode_json::<Vec<T>>(&r?.1, "snapshot")?);
+    /// Writes a snapshot as `generation` (from
+    /// [`reserve_generation`](Self::reserve_generation)): the file is made
+    /// durable first, then the generation and watermark are recorded together
+    /// in `meta` and flushed, then generations before the previous one are
+    /// deleted. A crash at any point leaves either the old snapshot with the
+    /// old watermark or the new one with the new watermark. The watermark
+    /// never moves back; a generation older than the current one is skipped
+    /// (a capture overtaken by a later one), returning zero counts.
+    pub fn write_snapshot_as<'a>(
+        &self,
+        generation: u64,
+        alerts: impl Iterator<Item = &'a AlertState>,
+        incidents: impl Iterator<Item = &'a Incident>,
+        applied: Option<u64>,
+    ) -> Result<Snapshotted, StoreError> {
+        let _one_at_a_time = self.snapshot_write.lock().expect("snapshot write lock");
+        let current = meta_u64(&self.meta, SNAPSHOT_KEY)?;
+        if generation <= current {
+            tracing::debug!(
+                generation,
+                current,
+                "Snapshot overtaken by a later one; skipped"
+            );
+            return Ok(Snapshotted::default());
         }
-        Ok(out)
+        let old_applied = meta_u64(&self.meta, APPLIED_KEY)?;
+        let applied = applied.unwrap_or(0).max(old_applied);
+        let (alerts, incidents) = self
+            .snapshots
+            .write(generation, applied, alerts, incidents)
+            .map_err(|e| StoreError::Snapshot {
+                file: self.snapshots.display(generation),
+                reason: e.to_string(),
+            })?;
+        record_snapshot(&self.meta, generation, applied, old_applied)?;
+        self.db.flush()?;
+        // Keep the previous generation as the fallback; older ones go.
+        let (gens, _) = self.snapshots.list().map_err(|e| StoreError::Snapshot {
+            file: self.snapshots.display(generation),
+            reason: format!("listing snapshots: {e}"),
+        })?;
+        for g in gens.into_iter().filter(|g| *g < current) {
+            if let Err(e) = self.snapshots.remove(g) {
+                tracing::warn!(file = %self.snapshots.display(g), error = %e, "Cannot delete an old snapshot");
+            }
+        }
+        Ok(Snapshotted { alerts, incidents })
+    }
+
+    /// Reads the current snapshot whole. If its file is torn or damaged, the
+    /// previous generation stands in when the journal still holds every entry
+    /// past that one's watermark (compaction keeps them for this): the damaged
+    /// file is renamed to `….snapshot.damaged`, `meta` is pointed at the
+    /// previous generation, and start-up re-applies the journal from its
+    /// watermark, losing nothing. Otherwise this fails with an error naming
+    /// the file; starting from a partial state would silently lose alerts.
+    pub fn load_snapshot(&self) -> Result<LoadedSnapshot, StoreError> {
+        let _one_at_a_time = self.snapshot_write.lock().expect("snapshot write lock");
+        let current = meta_u64(&self.meta, SNAPSHOT_KEY)?;
+        let applied = meta_u64(&self.meta, APPLIED_KEY)?;
+        if current == 0 {
+            return Ok(LoadedSnapshot {
+                applied,
+                ..Default::default()
+            });
+        }
+        let damage = match self.snapshots.read(current) {
+            Ok(mut s) => {
+                s.applied = applied;
+                return Ok(s);
+            }
+            Err(reason) => reason,
+        };
+        let file = self.snapshots.display(current);
+        tracing::error!(%file, reason = %damage, "Snapshot file is damaged");
+        let floor = self.journal_floor()?;
+        let (gens, _) = self.snapshots.list().map_err(|e| StoreError::Snapshot {
+            file: file.clone(),
+            reason: format!("listing snapshots: {e}"),
+        })?;
+        for g in gens.into_iter().rev().filter(|g| *g < current) {
+            let prev_file = self.snapshots.display(g);
+            match self.snapshots.read(g) {
+                Ok(s) if s.applied >= floor => {
+                    self.snapshots
+                        .set_aside(current)
+                        .map_err(|e| StoreError::Snapshot {
+                            file: file.clone(),
+                            reason: format!("setting the damaged file aside: {e}"),
+                        })?;
+                    record_snapshot(&self.meta, g, s.applied, s.applied)?;
+                    self.db.flush()?;
+                    tracing::warn!(damaged = %file, file = %prev_file, applied = s.applied, "Recovering from the previous snapshot and the journal past it");
+                    return Ok(s);
+                }
+                Ok(s) => {
+                    tracing::error!(file = %prev_file, applied = s.applied, floor, "Previous snapshot predates the journal kept; not usable")
+                }
+                Err(reason) => {
+                    tracing::error!(file = %prev_file, %reason, "Previous snapshot is damaged too")
+                }
+            }
+        }
+        Err(StoreError::Snapshot {
+            file,
+            reason: format!(
+                "{damage}; no earlier snapshot is usable with the journal kept, so the state \
+                 cannot be recovered without loss. Restore a backup (`stormcast restore`)"
+            ),
+        })
+    }
+
+    /// Checks the current snapshot file's framing and checksums without
+    /// loading it (nor falling back: nothing is changed).
+    pub fn verify_snapshot(&self) -> Result<(), StoreError> {
+        let current = meta_u64(&self.meta, SNAPSHOT_KEY)?;
+        if current == 0 {
+            return Ok(());
+        }
+        self.snapshots
+            .verify(current)
+            .map_err(|reason| StoreError::Snapshot {
+                file: self.snapshots.display(current),
+                reason: format!(
+                    "{reason}; start stormcast once (it recovers from the previous \
+                     snapshot when one is usable), then back up"
+                ),
+            })
     }
 
     /// Every alert state in the latest snapshot.
     pub fn load_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
-        self.load_kind(KIND_ALERT)
+        Ok(self.load_snapshot()?.alerts)
     }
 
     /// Every incident in the latest snapshot.
     pub fn load_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        self.load_kind(KIND_INCIDENT)
+        Ok(self.load_snapshot()?.incidents)
     }
 
-    /// Drops journal entries older than `journal_retention` that the engine
-    /// has applied. (Resolved alerts and incidents past `retention` leave the
+    /// Journal entries up to this sequence may be compacted away: the lower
+    /// of the current and the previous snapshot's watermarks, so either
+    /// snapshot can be brought up to date from the journal.
+    fn journal_floor(&self) -> Result<u64, StoreError> {
+        let applied = meta_u64(&self.meta, APPLIED_KEY)?;
+        Ok(match self.meta.get(PREV_APPLIED_KEY)? {
+            Some(v) => decode_u64(&v, "meta")?.min(applied),
+            None => applied,
+        })
+    }
+
+    /// Drops journal entries older than `journal_retention` that both kept
+    /// snapshots reflect ([`journal_floor`](Self::journal_floor)). (Resolved alerts and incidents past `retention` leave the
     /// engine's memory, and so the next snapshot.)
     pub fn compact(&self, now: Timestamp, cfg: &StoreConfig) -> Result<Compacted, StoreError> {
         let mut out = Compacted::default();
-        let applied = self.applied()?;
+        let applied = self.journal_floor()?;
         let journal_cutoff = now - cfg.journal_retention.as_chrono();
         let count = &self.journal_count;
         // The first pass walks every entry present at open to count it; later
@@ -489,7 +648,7 @@ impl Store {
 
     /// Bytes on disk, for `/metrics` and the "store near full" alert.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.snapshots.bytes()
     }
 }
 
@@ -499,10 +658,10 @@ pub struct Migration {
     pub to: u32,
     /// What changes, for the start-up log.
     pub what: &'static str,
-    /// Rewrites the trees. Must be safe to run again on a store it already
-    /// migrated: the version is stamped after the step, so a crash between
-    /// the two re-runs the step on the next start.
-    pub run: fn(&sled::Db) -> Result<(), StoreError>,
+    /// Rewrites the trees (and the snapshot files). Must be safe to run
+    /// again on a store it already migrated: the version is stamped after the
+    /// step, so a crash between the two re-runs the step on the next start.
+    pub run: fn(&sled::Db, &SnapshotFiles) -> Result<(), StoreError>,
 }
 
 /// Every layout change since the first release, in order. To change a tree's
@@ -519,12 +678,17 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "move alert and incident records into a snapshot written once per checkpoint",
         run: migrate_1_to_2,
     },
+    Migration {
+        to: 3,
+        what: "move the snapshot out of sled into a file beside it",
+        run: migrate_2_to_3,
+    },
 ];
 
 /// Version 1 kept one record per alert identity and per incident, written as
 /// they changed; version 2 keeps them in chunked snapshots. Safe to re-run:
 /// the old trees are cleared only after the snapshot is stamped.
-fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
+fn migrate_1_to_2(db: &sled::Db, _: &SnapshotFiles) -> Result<(), StoreError> {
     let (alerts, incidents) = (db.open_tree("alerts")?, db.open_tree("incidents")?);
     if alerts.is_empty() && incidents.is_empty() {
         return Ok(());
@@ -538,7 +702,7 @@ fn migrate_1_to_2(db: &sled::Db) -> Result<(), StoreError> {
         .map(|r| decode_json(&r?.1, "incidents"))
         .collect::<Result<_, _>>()?;
     let (meta, snapshot) = (db.open_tree("meta")?, db.open_tree("snapshot")?);
-    write_snapshot(&meta, &snapshot, a.iter(), i.iter(), None)?;
+    write_tree_snapshot(&meta, &snapshot, a.iter(), i.iter())?;
     db.flush()?;
     alerts.clear()?;
     incidents.clear()?;
@@ -551,29 +715,97 @@ fn meta_u64(meta: &sled::Tree, key: &[u8]) -> Result<u64, StoreError> {
     meta.get(key)?.map_or(Ok(0), |v| decode_u64(&v, "meta"))
 }
 
-/// [`Store::write_snapshot`] on the trees themselves (also the schema 2 migration).
-fn write_snapshot<'a>(
+/// Version 2 kept the snapshot as chunks in the `snapshot` tree; version 3
+/// writes it to a file beside the database. Safe to re-run: the tree is
+/// dropped only after the file is durable, and an empty tree means done.
+fn migrate_2_to_3(db: &sled::Db, files: &SnapshotFiles) -> Result<(), StoreError> {
+    if !db.tree_names().iter().any(|n| n.as_ref() == b"snapshot") {
+        return Ok(());
+    }
+    let (meta, tree) = (db.open_tree("meta")?, db.open_tree("snapshot")?);
+    let generation = meta_u64(&meta, SNAPSHOT_KEY)?;
+    // A snapshot of an empty state has no chunks, and still needs its file.
+    if generation > 0 {
+        let load = |kind: u8| -> Result<Vec<Vec<u8>>, StoreError> {
+            let mut prefix = generation.to_be_bytes().to_vec();
+            prefix.push(kind);
+            tree.scan_prefix(prefix)
+                .map(|r| Ok(r?.1.to_vec()))
+                .collect()
+        };
+        let mut alerts: Vec<AlertState> = Vec::new();
+        for chunk in load(KIND_ALERT)? {
+            alerts.extend(decode_json::<Vec<AlertState>>(&chunk, "snapshot")?);
+        }
+        let mut incidents: Vec<Incident> = Vec::new();
+        for chunk in load(KIND_INCIDENT)? {
+            incidents.extend(decode_json::<Vec<Incident>>(&chunk, "snapshot")?);
+        }
+        let applied = meta_u64(&meta, APPLIED_KEY)?;
+        files
+            .write(generation, applied, alerts.iter(), incidents.iter())
+            .map_err(|e| StoreError::Snapshot {
+                file: files.display(generation),
+                reason: e.to_string(),
+            })?;
+        record_snapshot(&meta, generation, applied, applied)?;
+        db.flush()?;
+    }
+    drop(tree);
+    db.drop_tree("snapshot")?;
+    Ok(())
+}
+
+/// Records `generation` as the current snapshot with its watermark, and the
+/// previous snapshot's watermark, in one atomic batch.
+fn record_snapshot(
+    meta: &sled::Tree,
+    generation: u64,
+    applied: u64,
+    previous_applied: u64,
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    batch.insert(SNAPSHOT_KEY, &generation.to_be_bytes());
+    batch.insert(APPLIED_KEY, &applied.to_be_bytes());
+    batch.insert(PREV_APPLIED_KEY, &previous_applied.to_be_bytes());
+    meta.apply_batch(batch)?;
+    Ok(())
+}
+
+/// At open: removes temporary files of an interrupted write and generations
+/// newer than the recorded one (written, but the crash came before `meta`
+/// recorded them).
+fn tidy_snapshots(files: &SnapshotFiles, current: u64) -> Result<(), StoreError> {
+    let snapshot_err = |e: std::io::Error| StoreError::Snapshot {
+        file: files.display(current),
+        reason: format!("tidying the snapshot folder: {e}"),
+    };
+    let (gens, tmp) = files.list().map_err(snapshot_err)?;
+    for path in tmp {
+        std::fs::remove_file(&path).map_err(snapshot_err)?;
+    }
+    for g in gens.into_iter().filter(|g| *g > current) {
+        files.remove(g).map_err(snapshot_err)?;
+    }
+    Ok(())
+}
+
+/// The schema 2 snapshot, written into the `snapshot` tree (only by the 1→2
+/// migration now; the 2→3 step moves it into a file).
+fn write_tree_snapshot<'a>(
     meta: &sled::Tree,
     snapshot: &sled::Tree,
     alerts: impl Iterator<Item = &'a AlertState>,
     incidents: impl Iterator<Item = &'a Incident>,
-    applied: Option<u64>,
-) -> Result<Snapshotted, StoreError> {
+) -> Result<(), StoreError> {
     let generation = meta_u64(meta, SNAPSHOT_KEY)? + 1;
-    let out = Snapshotted {
-        alerts: write_chunks(snapshot, generation, KIND_ALERT, alerts)?,
-        incidents: write_chunks(snapshot, generation, KIND_INCIDENT, incidents)?,
-    };
+    write_chunks(snapshot, generation, KIND_ALERT, alerts)?;
+    write_chunks(snapshot, generation, KIND_INCIDENT, incidents)?;
     meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
-    if let Some(w) = applied {
-        if w > meta_u64(meta, APPLIED_KEY)? {
-            meta.insert(APPLIED_KEY, &w.to_be_bytes())?;
-        }
-    }
     for k in snapshot.range(..generation.to_be_bytes()).keys() {
         snapshot.remove(k?)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes `items` as JSON arrays under `generation ++ kind ++ chunk number`,
@@ -617,7 +849,7 @@ fn write_chunks<'a, T: Serialize + 'a>(
 /// Stores written before the schema key existed share version 1's layout;
 /// the step only proves it by decoding every record, so a store that is not
 /// a stormcast store fails loudly instead of being stamped.
-fn migrate_0_to_1(db: &sled::Db) -> Result<(), StoreError> {
+fn migrate_0_to_1(db: &sled::Db, _: &SnapshotFiles) -> Result<(), StoreError> {
     for r in db.open_tree("alerts")?.iter() {
         decode_json::<AlertState>(&r?.1, "alerts")?;
     }
@@ -628,17 +860,22 @@ fn migrate_0_to_1(db: &sled::Db) -> Result<(), StoreError> {
 }
 
 /// Upgrades the layout from `from` to [`SCHEMA_VERSION`] with [`MIGRATIONS`].
-fn migrate(db: &sled::Db, from: u32) -> Result<(), StoreError> {
-    run_migrations(db, from, MIGRATIONS)
+fn migrate(db: &sled::Db, files: &SnapshotFiles, from: u32) -> Result<(), StoreError> {
+    run_migrations(db, files, from, MIGRATIONS)
 }
 
 /// Runs every step of `steps` above `from`, in order, stamping the version and
 /// flushing after each so an interrupted upgrade resumes where it stopped.
-pub fn run_migrations(db: &sled::Db, from: u32, steps: &[Migration]) -> Result<(), StoreError> {
+pub fn run_migrations(
+    db: &sled::Db,
+    files: &SnapshotFiles,
+    from: u32,
+    steps: &[Migration],
+) -> Result<(), StoreError> {
     let meta = db.open_tree("meta")?;
     for step in steps.iter().filter(|s| s.to > from) {
         tracing::info!(to = step.to, what = step.what, "Migrating store schema");
-        (step.run)(db)?;
+        (step.run)(db, files)?;
         meta.insert(SCHEMA_KEY, &step.to.to_be_bytes())?;
         db.flush()?;
     }
@@ -774,7 +1011,26 @@ mod tests {
             .unwrap();
         assert_eq!(s.load_alerts().unwrap(), second);
         assert_eq!(s.applied().unwrap(), 7);
-        assert_eq!(s.snapshot.len(), 1, "one chunk left");
+        // The previous generation stays as the fallback, older ones go.
+        s.write_snapshot(first.iter(), std::iter::empty(), Some(9))
+            .unwrap();
+        assert_eq!(s.snapshots.list().unwrap().0, vec![2, 3]);
+        assert_eq!(s.load_snapshot().unwrap().applied, 9);
+    }
+
+    #[test]
+    fn an_overtaken_capture_is_not_written() {
+        let s = Store::temporary().unwrap();
+        let (older, newer) = (s.reserve_generation(), s.reserve_generation());
+        let a: Vec<AlertState> = (0..3).map(state).collect();
+        s.write_snapshot_as(newer, a.iter(), std::iter::empty(), Some(5))
+            .unwrap();
+        let skipped = s
+            .write_snapshot_as(older, a[..1].iter(), std::iter::empty(), Some(2))
+            .unwrap();
+        assert_eq!(skipped, Snapshotted::default());
+        assert_eq!(s.load_alerts().unwrap(), a);
+        assert_eq!(s.applied().unwrap(), 5);
     }
 
     #[tokio::test]
@@ -791,7 +1047,22 @@ mod tests {
         }
         let all: Vec<_> = s.journal_after(0).collect::<Result<_, _>>().unwrap();
         assert_eq!(all.len(), 3);
-        s.set_applied(all[2].0).unwrap();
+        s.write_snapshot(std::iter::empty(), std::iter::empty(), Some(all[2].0))
+            .unwrap();
+        // Compaction keeps what the previous snapshot (none: 0) needs...
+        let cfg0 = StoreConfig {
+            journal_retention: PromDuration::hours(36),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.compact(t0 + chrono::Duration::days(2), &cfg0)
+                .unwrap()
+                .journal,
+            0
+        );
+        // ...until a second snapshot reflects the same entries.
+        s.write_snapshot(std::iter::empty(), std::iter::empty(), Some(all[2].0))
+            .unwrap();
         let cfg = StoreConfig {
             journal_retention: PromDuration::hours(36),
             ..Default::default()
