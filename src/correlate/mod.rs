@@ -38,6 +38,8 @@
 //!    node's). A workload alert that arrived before its nodes' alerts
 //!    (Alertmanager groups by namespace) mirrors them once a node pulls its
 //!    pod; a lone workload alert joins a pod only within 5 minutes of it.
+//!    A pod that a workload was inferred from, grouping nothing else through
+//!    it, is not the workload's symptom yet: a node failing under it takes it.
 //! 5. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail within 5 minutes (pods explained by their own
 //!    workload do not count), a workload when two of its pods on healthy
@@ -704,6 +706,11 @@ impl Correlator {
                     self.slot_data[rep].attached_infra = true;
                     self.union(rep, t, now, touched);
                 }
+                // The alert standing for an inferred failure counts as
+                // linked through it only when the failure groups other
+                // alerts with it; alone, it is no symptom of anything yet,
+                // and a node that fails under it later takes it.
+                _ if pull.iter().all(|t| *t == rep) => {}
                 _ => {
                     for t in pull {
                         self.slot_data[t].logical_linked = true;

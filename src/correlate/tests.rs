@@ -699,3 +699,64 @@ fn an_image_pull_failure_is_not_a_symptom_of_its_node() {
         .unwrap();
     assert_eq!(inc.alerts.len(), 1, "{:?}", inc.root_cause.explanation);
 }
+
+/// A workload inferred failing from a pod and another pod that was already
+/// explained (by an earlier replica alert) groups nothing with that pod: the
+/// pod is no symptom linked through the workload, and its node failing under
+/// it takes it.
+#[test]
+fn a_pod_standing_alone_for_an_inferred_workload_joins_its_failing_node() {
+    let mut c = correlator();
+    let arriving = |mut a: AlertState, at: i64| {
+        a.first_received = t(at);
+        a.last_received = t(at);
+        a
+    };
+    let pod = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodNotReady"),
+                ("namespace", "shop"),
+                ("pod", name),
+            ],
+            at,
+        )
+    };
+    let mismatch = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        0,
+    );
+    // web loses two replicas (one on n2, one not yet scheduled); later its
+    // pod on n1 fails when n1 goes down, whose alert arrives last.
+    let b = arriving(pod("web-5d8f7c9b4-bbbbb", 250), 300);
+    let x = arriving(pod("web-5d8f7c9b4-xxxxx", 260), 310);
+    let a = arriving(pod("web-5d8f7c9b4-aaaaa", 400), 450);
+    let n1 = arriving(
+        alert(
+            "c1",
+            &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
+            380,
+        ),
+        1300,
+    );
+    for al in [&mismatch, &b, &x, &a, &n1] {
+        feed(&mut c, al);
+    }
+    let of = |al: &AlertState| {
+        c.incidents()
+            .into_iter()
+            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == al.id))
+            .map(|i| i.id.clone())
+            .unwrap()
+    };
+    assert_eq!(of(&b), of(&mismatch));
+    assert_eq!(of(&x), of(&mismatch));
+    assert_eq!(of(&a), of(&n1), "the pod is its node's");
+    assert_ne!(of(&a), of(&mismatch));
+}
