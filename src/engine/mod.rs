@@ -298,9 +298,9 @@ impl Engine {
     }
 
     /// Persists the state to `store` as snapshots: when
-    /// [`checkpoint_if_due`](Self::checkpoint_if_due) finds one due (`serve`
-    /// asks after every tick), on [`checkpoint`](Self::checkpoint), and when
-    /// the engine is dropped.
+    /// [`capture_if_due`](Self::capture_if_due) finds one due (`serve` asks
+    /// after every tick and writes it off the lock), on
+    /// [`checkpoint`](Self::checkpoint), and when the engine is dropped.
     pub fn with_store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
@@ -503,23 +503,15 @@ impl Engine {
                 || now - self.last_snapshot >= SNAPSHOT_INTERVAL)
     }
 
-    /// Writes a snapshot of the whole alert and incident state when one is
-    /// due, on this thread (replay, tools and tests; `serve` uses
+    /// Writes a snapshot of the whole alert and incident state now, on this
+    /// thread, if anything changed since the last one (start-up recovery,
+    /// shutdown, tools and tests; `serve` uses
     /// [`capture_if_due`](Self::capture_if_due) to write off the engine lock).
     ///
     /// The journal is the durable record of every acknowledged delivery, so
     /// state need not reach disk per observation: after a crash, start-up
     /// loads the last snapshot and re-applies the journal past its watermark
     /// (re-applying a delivery is harmless).
-    pub fn checkpoint_if_due(&mut self) -> Result<Snapshotted, StoreError> {
-        if !self.snapshot_due(self.clock.now()) {
-            return Ok(Snapshotted::default());
-        }
-        self.checkpoint()
-    }
-
-    /// Writes a snapshot now if anything changed since the last one (start-up
-    /// recovery, shutdown, tools and tests).
     pub fn checkpoint(&mut self) -> Result<Snapshotted, StoreError> {
         let Some(pending) = self.capture() else {
             return Ok(Snapshotted::default());

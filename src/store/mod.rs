@@ -43,11 +43,7 @@ const SNAPSHOT_KEY: &[u8] = b"snapshot_generation";
 /// past it, so that snapshot can stand in if the current one is damaged.
 const PREV_APPLIED_KEY: &[u8] = b"snapshot_previous_applied";
 
-/// Records per snapshot value in the schema 2 layout (only the 1→2 migration
-/// still writes it, for the 2→3 step to move into a file).
-const SNAPSHOT_CHUNK: usize = 2000;
-/// ...or bytes, for incidents with many members.
-const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Kinds of chunk in the schema 2 `snapshot` tree (read by the 2→3 step).
 const KIND_ALERT: u8 = b'a';
 const KIND_INCIDENT: u8 = b'i';
 
@@ -688,7 +684,7 @@ pub const MIGRATIONS: &[Migration] = &[
 /// Version 1 kept one record per alert identity and per incident, written as
 /// they changed; version 2 keeps them in chunked snapshots. Safe to re-run:
 /// the old trees are cleared only after the snapshot is stamped.
-fn migrate_1_to_2(db: &sled::Db, _: &SnapshotFiles) -> Result<(), StoreError> {
+fn migrate_1_to_2(db: &sled::Db, files: &SnapshotFiles) -> Result<(), StoreError> {
     let (alerts, incidents) = (db.open_tree("alerts")?, db.open_tree("incidents")?);
     if alerts.is_empty() && incidents.is_empty() {
         return Ok(());
@@ -701,9 +697,11 @@ fn migrate_1_to_2(db: &sled::Db, _: &SnapshotFiles) -> Result<(), StoreError> {
         .iter()
         .map(|r| decode_json(&r?.1, "incidents"))
         .collect::<Result<_, _>>()?;
-    let (meta, snapshot) = (db.open_tree("meta")?, db.open_tree("snapshot")?);
-    write_tree_snapshot(&meta, &snapshot, a.iter(), i.iter())?;
-    db.flush()?;
+    // Straight to the schema 3 layout, a file: the 2→3 step then finds no
+    // `snapshot` tree to move.
+    let meta = db.open_tree("meta")?;
+    let generation = meta_u64(&meta, SNAPSHOT_KEY)? + 1;
+    write_migrated_snapshot(db, &meta, files, generation, &a, &i)?;
     alerts.clear()?;
     incidents.clear()?;
     Ok(())
@@ -741,18 +739,33 @@ fn migrate_2_to_3(db: &sled::Db, files: &SnapshotFiles) -> Result<(), StoreError
         for chunk in load(KIND_INCIDENT)? {
             incidents.extend(decode_json::<Vec<Incident>>(&chunk, "snapshot")?);
         }
-        let applied = meta_u64(&meta, APPLIED_KEY)?;
-        files
-            .write(generation, applied, alerts.iter(), incidents.iter())
-            .map_err(|e| StoreError::Snapshot {
-                file: files.display(generation),
-                reason: e.to_string(),
-            })?;
-        record_snapshot(&meta, generation, applied, applied)?;
-        db.flush()?;
+        write_migrated_snapshot(db, &meta, files, generation, &alerts, &incidents)?;
     }
     drop(tree);
     db.drop_tree("snapshot")?;
+    Ok(())
+}
+
+/// A migration's snapshot: written as file `generation` with the store's
+/// applied watermark, recorded in `meta` and flushed before the step drops
+/// the old layout.
+fn write_migrated_snapshot(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    files: &SnapshotFiles,
+    generation: u64,
+    alerts: &[AlertState],
+    incidents: &[Incident],
+) -> Result<(), StoreError> {
+    let applied = meta_u64(meta, APPLIED_KEY)?;
+    files
+        .write(generation, applied, alerts.iter(), incidents.iter())
+        .map_err(|e| StoreError::Snapshot {
+            file: files.display(generation),
+            reason: e.to_string(),
+        })?;
+    record_snapshot(meta, generation, applied, applied)?;
+    db.flush()?;
     Ok(())
 }
 
@@ -788,62 +801,6 @@ fn tidy_snapshots(files: &SnapshotFiles, current: u64) -> Result<(), StoreError>
         files.remove(g).map_err(snapshot_err)?;
     }
     Ok(())
-}
-
-/// The schema 2 snapshot, written into the `snapshot` tree (only by the 1→2
-/// migration now; the 2→3 step moves it into a file).
-fn write_tree_snapshot<'a>(
-    meta: &sled::Tree,
-    snapshot: &sled::Tree,
-    alerts: impl Iterator<Item = &'a AlertState>,
-    incidents: impl Iterator<Item = &'a Incident>,
-) -> Result<(), StoreError> {
-    let generation = meta_u64(meta, SNAPSHOT_KEY)? + 1;
-    write_chunks(snapshot, generation, KIND_ALERT, alerts)?;
-    write_chunks(snapshot, generation, KIND_INCIDENT, incidents)?;
-    meta.insert(SNAPSHOT_KEY, &generation.to_be_bytes())?;
-    for k in snapshot.range(..generation.to_be_bytes()).keys() {
-        snapshot.remove(k?)?;
-    }
-    Ok(())
-}
-
-/// Writes `items` as JSON arrays under `generation ++ kind ++ chunk number`,
-/// one chunk at a time (a chunk ends at [`SNAPSHOT_CHUNK`] records or
-/// [`SNAPSHOT_CHUNK_BYTES`]), so a snapshot never sits whole in memory.
-/// Returns how many were written.
-fn write_chunks<'a, T: Serialize + 'a>(
-    tree: &sled::Tree,
-    generation: u64,
-    kind: u8,
-    items: impl Iterator<Item = &'a T>,
-) -> Result<usize, StoreError> {
-    let mut prefix = generation.to_be_bytes().to_vec();
-    prefix.push(kind);
-    let (mut written, mut chunk_no, mut in_chunk) = (0usize, 0u32, 0usize);
-    let mut buf: Vec<u8> = Vec::new();
-    let put = |buf: &mut Vec<u8>, chunk_no: &mut u32| -> Result<(), StoreError> {
-        buf.push(b']');
-        let mut k = prefix.clone();
-        k.extend_from_slice(&chunk_no.to_be_bytes());
-        tree.insert(k, std::mem::take(buf))?;
-        *chunk_no += 1;
-        Ok(())
-    };
-    for item in items {
-        buf.push(if in_chunk == 0 { b'[' } else { b',' });
-        serde_json::to_writer(&mut buf, item).expect("snapshot serialises");
-        in_chunk += 1;
-        written += 1;
-        if in_chunk == SNAPSHOT_CHUNK || buf.len() >= SNAPSHOT_CHUNK_BYTES {
-            put(&mut buf, &mut chunk_no)?;
-            in_chunk = 0;
-        }
-    }
-    if in_chunk > 0 {
-        put(&mut buf, &mut chunk_no)?;
-    }
-    Ok(written)
 }
 
 /// Stores written before the schema key existed share version 1's layout;
@@ -967,7 +924,8 @@ mod tests {
         assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     }
 
-    fn state(i: u32) -> AlertState {
+    /// A firing alert state, `pod` p{i}, for snapshot tests.
+    pub(crate) fn state(i: u32) -> AlertState {
         let labels: crate::domain::Labels =
             [("alertname", "A".to_owned()), ("pod", format!("p{i}"))]
                 .into_iter()

@@ -215,12 +215,7 @@ impl SnapshotFiles {
     fn read_as(&self, generation: u64, records: bool) -> Result<LoadedSnapshot, String> {
         let loaded = match self {
             SnapshotFiles::Memory(m) => {
-                let bytes = m
-                    .lock()
-                    .expect("snapshot files")
-                    .get(&generation)
-                    .cloned()
-                    .ok_or_else(|| "missing".to_owned())?;
+                let bytes = in_memory(m, generation).ok_or_else(|| "missing".to_owned())?;
                 decode(&mut bytes.as_slice(), records)?
             }
             SnapshotFiles::Dir(d) => {
@@ -239,11 +234,7 @@ impl SnapshotFiles {
     pub fn open_raw(&self, generation: u64) -> std::io::Result<Box<dyn Read + '_>> {
         match self {
             SnapshotFiles::Memory(m) => {
-                let bytes = m
-                    .lock()
-                    .expect("snapshot files")
-                    .get(&generation)
-                    .cloned()
+                let bytes = in_memory(m, generation)
                     .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
                 Ok(Box::new(std::io::Cursor::new(bytes.to_vec())))
             }
@@ -292,6 +283,11 @@ pub fn verify_bytes(mut bytes: &[u8]) -> Result<u64, String> {
 
 fn sync_dir(d: &Path) -> std::io::Result<()> {
     File::open(d)?.sync_all()
+}
+
+/// The bytes of `generation` in an in-memory store.
+fn in_memory(m: &Mutex<BTreeMap<u64, Arc<Vec<u8>>>>, generation: u64) -> Option<Arc<Vec<u8>>> {
+    m.lock().expect("snapshot files").get(&generation).cloned()
 }
 
 /// Bytes written between intermediate syncs of a snapshot file.
@@ -520,32 +516,7 @@ mod tests {
     }
 
     fn sample() -> (Vec<AlertState>, Vec<u8>) {
-        let t = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
-        let alerts: Vec<AlertState> = (0..5)
-            .map(|i| {
-                let labels: crate::domain::Labels =
-                    [("alertname", "A".to_owned()), ("pod", format!("p{i}"))]
-                        .into_iter()
-                        .collect();
-                AlertState {
-                    id: labels.fingerprint(),
-                    am_fingerprint: None,
-                    cluster: crate::domain::ClusterId::new("c"),
-                    labels,
-                    annotations: Default::default(),
-                    status: crate::domain::AlertStatus::Firing,
-                    starts_at: t,
-                    ends_at: None,
-                    generator_url: Default::default(),
-                    external_url: Default::default(),
-                    source: "s".into(),
-                    first_received: t,
-                    last_received: t,
-                    flaps: 0,
-                    deliveries: 1,
-                }
-            })
-            .collect();
+        let alerts: Vec<AlertState> = (0..5).map(crate::store::tests::state).collect();
         let mut buf = Vec::new();
         encode(&mut buf, 3, 42, alerts.iter(), std::iter::empty()).unwrap();
         (alerts, buf)
