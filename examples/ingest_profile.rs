@@ -49,26 +49,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const ALERTS_PER_WEBHOOK: usize = 100;
-
-/// The body `benches/ingest.rs` sends.
-fn body(batch: usize) -> Vec<u8> {
-    let mut out = String::with_capacity(ALERTS_PER_WEBHOOK * 320);
-    out.push_str(r#"{"version":"4","groupKey":"{}:{}","status":"firing","receiver":"stormcast","groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://am:9093","alerts":["#);
-    for i in 0..ALERTS_PER_WEBHOOK {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"status":"firing","labels":{{"alertname":"KubePodNotReady","namespace":"ns-{}","pod":"app-{batch}-{i}","severity":"warning","cluster":"prod-{}"}}"#,
-            batch % 50,
-            batch % 8
-        ));
-        out.push_str(r#","annotations":{"summary":"bench"},"startsAt":"2026-11-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus/graph","fingerprint":""}"#);
-    }
-    out.push_str("]}");
-    out.into_bytes()
-}
+#[path = "../benches/support/webhooks.rs"]
+mod webhooks;
+use webhooks::{stormcast_body, ALERTS_PER_WEBHOOK};
 
 fn main() {
     let alerts: usize = std::env::args()
@@ -87,7 +70,7 @@ fn main() {
         Planner::with_settings(loaded.notify.clone()),
     )
     .with_heartbeat(loaded.config.heartbeat.clone(), None);
-    let bodies: Vec<Vec<u8>> = (0..webhooks).map(body).collect();
+    let bodies: Vec<Vec<u8>> = (0..webhooks).map(|b| stormcast_body(b as u64)).collect();
     let cfg = &loaded.config.ingest;
 
     let before = LIVE.load(Ordering::Relaxed);
