@@ -91,6 +91,56 @@ fn feed(c: &mut Correlator, a: &AlertState) -> Vec<IncidentEvent> {
     c.observe(a, Transition::New, a.first_received)
 }
 
+/// `a` as received at `at` (seconds), later than it started.
+fn arriving(mut a: AlertState, at: i64) -> AlertState {
+    a.first_received = t(at);
+    a.last_received = t(at);
+    a
+}
+
+/// KubePodNotReady for pod `name` of namespace `shop` in c1.
+fn pod(name: &str, at: i64) -> AlertState {
+    alert(
+        "c1",
+        &[
+            ("alertname", "KubePodNotReady"),
+            ("namespace", "shop"),
+            ("pod", name),
+        ],
+        at,
+    )
+}
+
+/// KubeNodeNotReady for `name` in c1.
+fn node(name: &str, at: i64) -> AlertState {
+    alert(
+        "c1",
+        &[("alertname", "KubeNodeNotReady"), ("node", name)],
+        at,
+    )
+}
+
+/// KubeDeploymentReplicasMismatch for `shop/web` in c1.
+fn web_replicas_mismatch(at: i64) -> AlertState {
+    alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        at,
+    )
+}
+
+/// The open incident that holds `a`.
+fn open_incident_of<'a>(c: &'a Correlator, a: &AlertState) -> &'a Incident {
+    c.incidents()
+        .into_iter()
+        .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
+        .unwrap()
+}
+
 #[test]
 fn late_node_root_cause_attaches_and_wins() {
     let mut c = correlator();
@@ -529,44 +579,10 @@ fn a_workload_failing_on_healthy_nodes_keeps_its_pod_when_the_node_fails() {
 #[test]
 fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
     let mut c = correlator();
-    let arriving = |mut a: AlertState, at: i64| {
-        a.first_received = t(at);
-        a.last_received = t(at);
-        a
-    };
-    let pod = |name: &str, at: i64| {
-        alert(
-            "c1",
-            &[
-                ("alertname", "KubePodNotReady"),
-                ("namespace", "shop"),
-                ("pod", name),
-            ],
-            at,
-        )
-    };
-    let node = |name: &str, at: i64| {
-        alert(
-            "c1",
-            &[("alertname", "KubeNodeNotReady"), ("node", name)],
-            at,
-        )
-    };
     // n1 goes down at 0; its pod and the Deployment's replica count follow,
     // and reach stormcast before the node's own alert.
     let p1 = arriving(pod("web-5d8f7c9b4-aaaaa", 60), 960);
-    let mismatch = arriving(
-        alert(
-            "c1",
-            &[
-                ("alertname", "KubeDeploymentReplicasMismatch"),
-                ("namespace", "shop"),
-                ("deployment", "web"),
-            ],
-            90,
-        ),
-        990,
-    );
+    let mismatch = arriving(web_replicas_mismatch(90), 990);
     let n1 = arriving(node("n1", 0), 1000);
     // n2 fails on its own four minutes later: its pod's alert arrives first.
     let p2 = arriving(pod("web-5d8f7c9b4-bbbbb", 300), 1200);
@@ -574,19 +590,16 @@ fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
     for a in [&p1, &mismatch, &n1, &p2, &n2] {
         feed(&mut c, a);
     }
-    let of = |a: &AlertState| {
-        c.incidents()
-            .into_iter()
-            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
-            .map(|i| i.id.clone())
-            .unwrap()
-    };
-    assert_eq!(of(&p1), of(&n1));
-    assert_eq!(of(&mismatch), of(&n1), "the lost replica is n1's");
-    assert_eq!(of(&p2), of(&n2));
+    assert_eq!(open_incident_of(&c, &p1).id, open_incident_of(&c, &n1).id);
+    assert_eq!(
+        open_incident_of(&c, &mismatch).id,
+        open_incident_of(&c, &n1).id,
+        "the lost replica is n1's"
+    );
+    assert_eq!(open_incident_of(&c, &p2).id, open_incident_of(&c, &n2).id);
     assert_ne!(
-        of(&n1),
-        of(&n2),
+        open_incident_of(&c, &n1).id,
+        open_incident_of(&c, &n2).id,
         "the replica count mirrors n1: it does not pull n2's pod"
     );
 }
@@ -594,13 +607,6 @@ fn a_workload_alert_that_came_before_its_node_explains_no_later_pods() {
 #[test]
 fn a_node_that_fails_again_after_an_old_problem_counts_for_its_zone() {
     let mut c = correlator();
-    let node = |name: &str, at: i64| {
-        alert(
-            "c1",
-            &[("alertname", "KubeNodeNotReady"), ("node", name)],
-            at,
-        )
-    };
     // n1's disk filled up and was cleaned: resolved, but within the grouping
     // window it still marks n1 failing.
     let mut disk = alert(
@@ -622,39 +628,27 @@ fn a_node_that_fails_again_after_an_old_problem_counts_for_its_zone() {
     let n1 = node("n1", 2010);
     feed(&mut c, &n2);
     feed(&mut c, &n1);
-    let of = |a: &AlertState| {
-        c.incidents()
-            .into_iter()
-            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == a.id))
-            .map(|i| (i.id.clone(), i.root_cause.entity.kind))
-            .unwrap()
-    };
-    assert_eq!(of(&n1).0, of(&n2).0, "both nodes of zone a failed together");
-    assert_eq!(of(&n1).1, EntityKind::Zone);
-    assert_ne!(of(&disk).0, of(&n1).0, "the old disk problem stays apart");
+    assert_eq!(
+        open_incident_of(&c, &n1).id,
+        open_incident_of(&c, &n2).id,
+        "both nodes of zone a failed together"
+    );
+    assert_eq!(
+        open_incident_of(&c, &n1).root_cause.entity.kind,
+        EntityKind::Zone
+    );
+    assert_ne!(
+        open_incident_of(&c, &disk).id,
+        open_incident_of(&c, &n1).id,
+        "the old disk problem stays apart"
+    );
 }
 
 #[test]
 fn a_pod_does_not_take_a_replica_alert_that_began_long_before_it() {
     let mut c = correlator();
-    let mismatch = alert(
-        "c1",
-        &[
-            ("alertname", "KubeDeploymentReplicasMismatch"),
-            ("namespace", "shop"),
-            ("deployment", "web"),
-        ],
-        0,
-    );
-    let pod = alert(
-        "c1",
-        &[
-            ("alertname", "KubePodNotReady"),
-            ("namespace", "shop"),
-            ("pod", "web-5d8f7c9b4-aaaaa"),
-        ],
-        1300,
-    );
+    let mismatch = web_replicas_mismatch(0);
+    let pod = pod("web-5d8f7c9b4-aaaaa", 1300);
     feed(&mut c, &mismatch);
     feed(&mut c, &pod);
     assert_eq!(c.open_count(), 2, "twenty minutes apart: two problems");
@@ -663,20 +657,8 @@ fn a_pod_does_not_take_a_replica_alert_that_began_long_before_it() {
 #[test]
 fn an_image_pull_failure_is_not_a_symptom_of_its_node() {
     let mut c = correlator();
-    let node = alert(
-        "c1",
-        &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
-        0,
-    );
-    let pod = alert(
-        "c1",
-        &[
-            ("alertname", "KubePodNotReady"),
-            ("namespace", "shop"),
-            ("pod", "web-5d8f7c9b4-aaaaa"),
-        ],
-        40,
-    );
+    let node = node("n1", 0);
+    let pod = pod("web-5d8f7c9b4-aaaaa", 40);
     // rules: KubeContainerWaiting is `symptom_of: [workload]`.
     let waiting = alert(
         "c1",
@@ -707,56 +689,31 @@ fn an_image_pull_failure_is_not_a_symptom_of_its_node() {
 #[test]
 fn a_pod_standing_alone_for_an_inferred_workload_joins_its_failing_node() {
     let mut c = correlator();
-    let arriving = |mut a: AlertState, at: i64| {
-        a.first_received = t(at);
-        a.last_received = t(at);
-        a
-    };
-    let pod = |name: &str, at: i64| {
-        alert(
-            "c1",
-            &[
-                ("alertname", "KubePodNotReady"),
-                ("namespace", "shop"),
-                ("pod", name),
-            ],
-            at,
-        )
-    };
-    let mismatch = alert(
-        "c1",
-        &[
-            ("alertname", "KubeDeploymentReplicasMismatch"),
-            ("namespace", "shop"),
-            ("deployment", "web"),
-        ],
-        0,
-    );
+    let mismatch = web_replicas_mismatch(0);
     // web loses two replicas (one on n2, one not yet scheduled); later its
     // pod on n1 fails when n1 goes down, whose alert arrives last.
     let b = arriving(pod("web-5d8f7c9b4-bbbbb", 250), 300);
     let x = arriving(pod("web-5d8f7c9b4-xxxxx", 260), 310);
     let a = arriving(pod("web-5d8f7c9b4-aaaaa", 400), 450);
-    let n1 = arriving(
-        alert(
-            "c1",
-            &[("alertname", "KubeNodeNotReady"), ("node", "n1")],
-            380,
-        ),
-        1300,
-    );
+    let n1 = arriving(node("n1", 380), 1300);
     for al in [&mismatch, &b, &x, &a, &n1] {
         feed(&mut c, al);
     }
-    let of = |al: &AlertState| {
-        c.incidents()
-            .into_iter()
-            .find(|i| i.is_open() && i.alerts.iter().any(|m| m.fingerprint == al.id))
-            .map(|i| i.id.clone())
-            .unwrap()
-    };
-    assert_eq!(of(&b), of(&mismatch));
-    assert_eq!(of(&x), of(&mismatch));
-    assert_eq!(of(&a), of(&n1), "the pod is its node's");
-    assert_ne!(of(&a), of(&mismatch));
+    assert_eq!(
+        open_incident_of(&c, &b).id,
+        open_incident_of(&c, &mismatch).id
+    );
+    assert_eq!(
+        open_incident_of(&c, &x).id,
+        open_incident_of(&c, &mismatch).id
+    );
+    assert_eq!(
+        open_incident_of(&c, &a).id,
+        open_incident_of(&c, &n1).id,
+        "the pod is its node's"
+    );
+    assert_ne!(
+        open_incident_of(&c, &a).id,
+        open_incident_of(&c, &mismatch).id
+    );
 }
