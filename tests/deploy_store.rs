@@ -276,10 +276,7 @@ fn cli_backup_and_restore() {
 #[test]
 fn version_0_store_is_migrated_on_open_with_data_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let modern = dir.path().join("modern");
-    let expected = populate(&modern);
-    let mut buf = Vec::new();
-    backup::backup(&cfg(&modern), &mut buf).unwrap();
+    let (expected, buf) = populated_backup(dir.path());
 
     // Write the old layout by hand: the journal, outbox and watermark, one
     // record per alert and per incident, and no schema key.
@@ -322,6 +319,16 @@ fn version_0_store_is_migrated_on_open_with_data_intact() {
     assert!(store.tree("alerts").unwrap().is_empty());
 }
 
+/// A store [`populate`]d under `dir`, and its backup: the records an older
+/// layout is built from.
+fn populated_backup(dir: &Path) -> ((Vec<String>, Vec<String>), Vec<u8>) {
+    let modern = dir.join("modern");
+    let expected = populate(&modern);
+    let mut buf = Vec::new();
+    backup::backup(&cfg(&modern), &mut buf).unwrap();
+    (expected, buf)
+}
+
 /// Copies the sled trees of a backup into `db`, leaving out the `meta` keys
 /// named (the layout a test simulates did not have them) and snapshot files.
 fn copy_trees(db: &sled::Db, backup: &[u8], skip_meta: &[&[u8]]) {
@@ -347,10 +354,7 @@ fn copy_trees(db: &sled::Db, backup: &[u8], skip_meta: &[&[u8]]) {
 #[test]
 fn version_2_store_snapshot_moves_into_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let modern = dir.path().join("modern");
-    let expected = populate(&modern);
-    let mut buf = Vec::new();
-    backup::backup(&cfg(&modern), &mut buf).unwrap();
+    let (expected, buf) = populated_backup(dir.path());
 
     let old = dir.path().join("old");
     {
