@@ -165,10 +165,16 @@ fn diagnose(name: &str, cfg: &SimConfig, dump: Option<usize>) -> anyhow::Result<
     let truth = &storm.truth;
     let s = eval::score(&groups, truth);
     println!("\n{name} (seed {}):\n  stormcast {s}", cfg.seed);
+    let rules = storm.rules();
+    // Each alert with its onset, as the correlator sees it: `startsAt` minus
+    // its rule's `for`.
     let alerts: HashMap<Fingerprint, (Labels, Timestamp)> = storm
         .alerts()
         .into_iter()
-        .map(|(fp, l, t)| (fp, (l, t)))
+        .map(|(fp, l, t)| {
+            let onset = t - rules.pending_for(l.alertname());
+            (fp, (l, onset))
+        })
         .collect();
     // The contingency table: (group, true incident) → members.
     let mut cells: BTreeMap<(usize, usize), Vec<Fingerprint>> = BTreeMap::new();
@@ -239,7 +245,6 @@ fn diagnose(name: &str, cfg: &SimConfig, dump: Option<usize>) -> anyhow::Result<
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let rules = storm.rules();
     let topo = storm.topology();
     // The entities through which an alert can join others: its own and its
     // causal parents.

@@ -42,7 +42,7 @@
 //!    it, is not the workload's symptom yet: a node failing under it takes it.
 //! 5. Parents are inferred when children fail together: a node when at least
 //!    half of its pods fail within 5 minutes (pods explained by their own
-//!    workload do not count), a workload when two of its pods on healthy
+//!    workload do not count; the node's failure begins with the first), a workload when two of its pods on healthy
 //!    nodes do, a zone when at least two nodes (and 30 % of the zone) fail
 //!    within 2 minutes and most of the zone's nodes are down.
 //! 6. Each incident ranks its failing entities by how many members they
@@ -1035,11 +1035,14 @@ impl Correlator {
                     } else {
                         3
                     };
-                    let rep = if evidence.contains(&s) {
-                        Some(s)
-                    } else {
-                        evidence.first().copied()
-                    };
+                    // The node failed no later than its first failing pod:
+                    // that pod stands for it, so that nodes of a zone
+                    // inferred from pods reported a scrape or two apart still
+                    // count as failing together.
+                    let rep = evidence
+                        .iter()
+                        .copied()
+                        .min_by_key(|t| self.slot_data[*t].starts_at);
                     if let (true, Some(rep)) = (failing.len() >= need, rep) {
                         self.ents[n as usize].inferred = Some(rep);
                         self.on_failing(n, rep, true, now, touched);
