@@ -66,7 +66,7 @@ fn dense_storm_over_twelve_clusters() {
 fn very_dense_storm_over_twelve_clusters() {
     // Ten faults per cluster over 30-node clusters: faults overlap in time
     // on the same nodes and zones, some beyond telling apart.
-    check(sim::quality_scenario(5), 0.935, 0.985);
+    check(sim::quality_scenario(5), 0.96, 0.985);
 }
 
 #[test]

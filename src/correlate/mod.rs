@@ -62,9 +62,18 @@
 //! alert bridges two open incidents they merge: the older incident keeps its
 //! id and absorbs the other's members; the younger one is closed at once
 //! (`Resolved` event, [`Correlator::merged_into`] names the survivor, and its
-//! explanation says so). Open incidents never split: an alert that resolves
-//! leaves its incident as it is until every member resolved and
-//! `grouping.resolve_hold` passed. A re-fire after that opens a new incident.
+//! explanation says so). An alert that resolves leaves its incident as it is
+//! until every member resolved and `grouping.resolve_hold` passed. A re-fire
+//! after that opens a new incident.
+//!
+//! One link is revised: a caller's alert (an error rate) that joined through
+//! a failing workload, when that workload's failure turns out to mirror
+//! failing nodes (its lost pods were on them, and the nodes' alerts came
+//! later). Had the nodes' alerts come first, the caller would never have
+//! joined, so it leaves, with anything that joined through it: it opens an
+//! incident of its own (`Opened`; the one it left is `Updated`) and links to
+//! another failing dependency that explains it, at once or when one fails.
+//! Nothing else splits an open incident.
 
 pub mod entity;
 pub mod learn;
@@ -205,6 +214,12 @@ struct Slot {
     /// Already joined through a logical parent: a later failing parent does
     /// not pull it again (one alert never bridges two causes).
     logical_linked: bool,
+    /// A caller's alert (an error rate) joined through this failing
+    /// workload alert only; it leaves again if that alert turns out to
+    /// mirror failing nodes.
+    via: Option<usize>,
+    /// A stormcast prediction rather than a received alert.
+    predictive: bool,
     weight: u32,
     severity: u8,
     cluster: Arc<str>,
@@ -249,6 +264,9 @@ pub struct Correlator {
     by_alert: HashMap<Fingerprint, (String, usize)>,
     closed: Vec<Incident>,
     merged: HashMap<String, String>,
+    /// The links that joined each component (by its root), so that a link
+    /// found wrong later can be taken out again.
+    edges: HashMap<usize, Vec<(usize, usize)>>,
     slot_data: Vec<Slot>,
     free: Vec<usize>,
     comp_inc: HashMap<usize, String>,
@@ -449,7 +467,10 @@ impl Correlator {
             .iter()
             .copied()
             .filter(|f| !self.slot_data[*f].attached_infra && self.active(*f, now))
-            .chain(e.inferred.filter(|f| self.slot_data[*f].alive))
+            .chain(
+                e.inferred
+                    .filter(|f| self.slot_data[*f].alive && !self.slot_data[*f].infra_mode),
+            )
             .filter(|f| gap(*f) <= LOGICAL_ONSET_SECS)
             .min_by_key(|f| gap(*f))
     }
@@ -542,6 +563,8 @@ impl Correlator {
             attached: None,
             attached_infra: false,
             logical_linked: false,
+            via: None,
+            predictive: alert.source == crate::analyze::PREDICTIVE_SOURCE,
             weight: r.weight,
             severity: severity_rank(alert.severity()),
             cluster: alert.cluster.shared(),
@@ -575,6 +598,7 @@ impl Correlator {
         };
         self.slot_data[small].parent = big;
         self.slot_data[big].size += self.slot_data[small].size;
+        self.join_edges(big, small, (a, b));
         let inc = match (ia, ib) {
             (Some(x), Some(y)) if x != y => Some(self.merge_incidents(x, y, now, touched)),
             (Some(x), _) | (None, Some(x)) => Some(x),
@@ -583,6 +607,18 @@ impl Correlator {
         if let Some(i) = inc {
             self.comp_inc.insert(big, i);
         }
+    }
+
+    /// Moves the links of component `small` to `big`, which absorbed it, and
+    /// adds the link that joined them.
+    fn join_edges(&mut self, big: usize, small: usize, link: (usize, usize)) {
+        let mut moved = self.edges.remove(&small).unwrap_or_default();
+        let kept = self.edges.entry(big).or_default();
+        if kept.len() < moved.len() {
+            std::mem::swap(kept, &mut moved);
+        }
+        kept.append(&mut moved);
+        kept.push(link);
     }
 
     /// Merges two open incidents; the older keeps its id.
@@ -614,6 +650,7 @@ impl Correlator {
             .append(&mut absorbed.incident.alerts);
         survivor.slots.append(&mut absorbed.slots);
         survivor.incident.updated_at = now;
+        survivor.incident.predictive |= absorbed.incident.predictive;
         survivor.quiet_since = (survivor.incident.firing_count() == 0).then_some(now);
         absorbed.incident.resolved_at = Some(now);
         absorbed.incident.updated_at = now;
@@ -666,7 +703,14 @@ impl Correlator {
                     let was_logical = self.slot_data[t].logical_linked;
                     self.union(rep, t, now, touched);
                     if was_logical {
-                        self.mirror_infra(t);
+                        self.mirror_infra(t, now, touched);
+                    }
+                    // A workload inferred from this pod failing on a healthy
+                    // node was this node's failure all along.
+                    if let Some(w) = self.slot_data[t].owner {
+                        if self.ents[w as usize].inferred == Some(t) {
+                            self.release_callers(t, w, now, touched);
+                        }
                     }
                 }
             }
@@ -714,6 +758,7 @@ impl Correlator {
                 _ => {
                     for t in pull {
                         self.slot_data[t].logical_linked = true;
+                        self.slot_data[t].via = self.caller_via(t, k, rep);
                         self.union(rep, t, now, touched);
                     }
                 }
@@ -757,16 +802,207 @@ impl Correlator {
     /// arrive before its nodes'). The workload alerts grouped with it mirror
     /// failing nodes, as they would had the node's alert come first: they
     /// explain no later pods or callers.
-    fn mirror_infra(&mut self, t: usize) {
+    fn mirror_infra(&mut self, t: usize, now: Timestamp, touched: &mut Vec<String>) {
         let Some(w) = self.slot_data[t].owner else {
             return;
         };
         let root = self.find(t);
         for f in self.ents[w as usize].failing.clone() {
-            if self.find(f) == root {
+            if self.find(f) == root && !self.slot_data[f].attached_infra {
                 self.slot_data[f].attached_infra = true;
+                self.release_callers(f, w, now, touched);
             }
         }
+    }
+
+    /// Alert `f`, standing for workload `w`'s failure (its own alert, or the
+    /// pod it was inferred from), turned out to mirror failing nodes, so it
+    /// explains no callers: callers' alerts that joined through it alone
+    /// leave its incident (with whatever joined through them), as they
+    /// would have stayed apart had the nodes' alerts come first. Each then
+    /// links to another failing dependency that explains it, or stands
+    /// alone until one fails.
+    fn release_callers(&mut self, f: usize, w: Key, now: Timestamp, touched: &mut Vec<String>) {
+        let callers: Vec<usize> = self.ents[w as usize]
+            .touch
+            .iter()
+            .copied()
+            .filter(|t| self.slot_data[*t].via == Some(f))
+            .collect();
+        for t in callers {
+            self.slot_data[t].via = None;
+            self.slot_data[t].logical_linked = false;
+            if !self.split_off(t, f, now, touched) {
+                continue;
+            }
+            self.link_logical(t, now, touched);
+        }
+    }
+
+    /// Links `s` to the one failing logical parent whose failure began
+    /// closest to it (a cause and its symptoms start together; `for`
+    /// durations blur the order).
+    fn link_logical(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
+        let logical = self.slot_data[s].logical.clone();
+        let best = logical
+            .iter()
+            .filter_map(|k| Some((*k, self.logical_near(*k, s, now)?)))
+            .min_by_key(|(_, r)| self.onset_gap(*r, s));
+        if let Some((k, r)) = best {
+            self.slot_data[s].logical_linked = true;
+            self.slot_data[s].via = self.caller_via(s, k, r);
+            self.union(s, r, now, touched);
+        }
+    }
+
+    /// `via` for alert `s` linked to alert `r`, which stands for failing
+    /// logical parent `k`: `r` when `k` is a workload and `s` is not one of
+    /// its pods' alerts or its own (a caller's error rate).
+    fn caller_via(&self, s: usize, k: Key, r: usize) -> Option<usize> {
+        let sd = &self.slot_data[s];
+        let workload = matches!(
+            self.ents[k as usize].entity.kind,
+            EntityKind::Deployment | EntityKind::StatefulSet | EntityKind::DaemonSet
+        );
+        (workload && sd.owner != Some(k) && sd.primary != k).then_some(r)
+    }
+
+    /// Takes the link between `t` and `f` out of their component. When
+    /// nothing else joins them, `t`'s side becomes a component of its own
+    /// and leaves `f`'s incident for a new one (`Opened`; the old incident
+    /// is `Updated`). Returns whether it split.
+    fn split_off(&mut self, t: usize, f: usize, now: Timestamp, touched: &mut Vec<String>) -> bool {
+        let root = self.find(f);
+        if self.find(t) != root {
+            return false;
+        }
+        let Some(mut edges) = self.edges.remove(&root) else {
+            return false;
+        };
+        edges.retain(|&(a, b)| (a, b) != (t, f) && (a, b) != (f, t));
+        let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
+        for &(a, b) in &edges {
+            adj.entry(a).or_default().push(b);
+            adj.entry(b).or_default().push(a);
+        }
+        let mut side: HashSet<usize> = HashSet::default();
+        let mut stack = vec![t];
+        side.insert(t);
+        while let Some(x) = stack.pop() {
+            for y in adj.get(&x).into_iter().flatten() {
+                if side.insert(*y) {
+                    stack.push(*y);
+                }
+            }
+        }
+        if side.contains(&f) {
+            self.edges.insert(root, edges);
+            return false;
+        }
+        // Rebuild both components from their links.
+        let members: Vec<usize> = adj.keys().copied().chain([t, f]).collect();
+        for m in &members {
+            self.slot_data[*m].parent = *m;
+            self.slot_data[*m].size = 1;
+        }
+        let (mine, theirs): (Vec<_>, Vec<_>) =
+            edges.into_iter().partition(|(a, _)| side.contains(a));
+        for &(a, b) in mine.iter().chain(theirs.iter()) {
+            let (ra, rb) = (self.find(a), self.find(b));
+            if ra != rb {
+                let (big, small) = if self.slot_data[ra].size >= self.slot_data[rb].size {
+                    (ra, rb)
+                } else {
+                    (rb, ra)
+                };
+                self.slot_data[small].parent = big;
+                self.slot_data[big].size += self.slot_data[small].size;
+            }
+        }
+        let (rt, rf) = (self.find(t), self.find(f));
+        if !mine.is_empty() {
+            self.edges.insert(rt, mine);
+        }
+        if !theirs.is_empty() {
+            self.edges.insert(rf, theirs);
+        }
+        let Some(id) = self.comp_inc.remove(&root) else {
+            return true;
+        };
+        self.comp_inc.insert(rf, id.clone());
+        let Some(open) = self.open.get_mut(&id) else {
+            return true;
+        };
+        // The alert being staged is in no incident's slots yet: the
+        // incident of its component takes it.
+        let (moved, kept): (Vec<usize>, Vec<usize>) =
+            open.slots.iter().partition(|s| side.contains(*s));
+        if moved.is_empty() {
+            return true;
+        }
+        open.slots = kept;
+        let fps: HashSet<Fingerprint> = moved.iter().map(|s| self.slot_data[*s].fp).collect();
+        let (alerts, stay): (Vec<IncidentAlert>, Vec<IncidentAlert>) = open
+            .incident
+            .alerts
+            .drain(..)
+            .partition(|a| fps.contains(&a.fingerprint));
+        open.incident.alerts = stay;
+        open.incident.updated_at = now;
+        open.quiet_since = (open.incident.firing_count() == 0).then_some(now);
+        let storm = open.incident.storm;
+        let before = (
+            Some(open.incident.root_cause.entity.clone()),
+            open.incident.clusters.len(),
+            severity_rank(&open.incident.severity),
+        );
+        self.staged.before.entry(id.clone()).or_insert(before);
+        let first = &self.slot_data[moved[0]];
+        let new_id = incident_id(first.fp, now);
+        let lead = &alerts[alerts
+            .iter()
+            .position(|a| a.fingerprint == first.fp)
+            .unwrap_or(0)];
+        let incident = Incident {
+            id: new_id.clone(),
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            candidates: Vec::new(),
+            root_cause: RootCause {
+                fingerprint: Some(first.fp),
+                labels: lead.labels.clone(),
+                entity: self.ents[first.primary as usize].entity.clone(),
+                explanation: String::new(),
+                score: 1.0,
+            },
+            clusters: Vec::new(),
+            severity: String::new(),
+            predictive: moved.iter().any(|s| self.slot_data[*s].predictive),
+            storm,
+            alerts,
+        };
+        for s in &moved {
+            self.by_alert
+                .insert(self.slot_data[*s].fp, (new_id.clone(), *s));
+        }
+        let quiet_since = (incident.firing_count() == 0).then_some(now);
+        self.open.insert(
+            new_id.clone(),
+            Open {
+                incident,
+                quiet_since,
+                slots: moved,
+            },
+        );
+        self.comp_inc.insert(rt, new_id.clone());
+        self.staged
+            .events
+            .push(IncidentEvent::Opened { id: new_id.clone() });
+        self.staged.before.insert(new_id.clone(), (None, 0, 0));
+        touched.push(id);
+        touched.push(new_id);
+        true
     }
 
     /// A node is failing: infer its zone when enough of the zone fails.
@@ -849,18 +1085,8 @@ impl Correlator {
         }
         self.slot_data[s].infra_mode = infra_linked;
         if !infra_linked {
-            // One failing logical parent only: the one whose failure began
-            // closest to this alert's start (a cause and its symptoms start
-            // together; `for` durations blur the order).
-            let best = d
-                .logical
-                .iter()
-                .filter_map(|k| self.logical_near(*k, s, now))
-                .min_by_key(|r| self.onset_gap(*r, s));
-            if let Some(r) = best {
-                self.slot_data[s].logical_linked = true;
-                self.union(s, r, now, touched);
-            }
+            // One failing logical parent only.
+            self.link_logical(s, now, touched);
         }
         // A workload alert that arrived before its pods' alerts sits alone:
         // pull it into the incident of the pod that explains it, by time too
@@ -1611,6 +1837,7 @@ impl Correlator {
                     if ra != rb {
                         self.slot_data[rb].parent = ra;
                         self.slot_data[ra].size += self.slot_data[rb].size;
+                        self.join_edges(ra, rb, (first, s));
                     }
                 }
                 self.by_alert.insert(a.fingerprint, (inc.id.clone(), s));
@@ -1666,6 +1893,7 @@ impl Correlator {
             }
             let root = self.find(open.slots[0]);
             self.comp_inc.remove(&root);
+            self.edges.remove(&root);
             self.free.extend(open.slots.iter().copied());
             self.closed.push(open.incident);
             events.push(IncidentEvent::Resolved { id });

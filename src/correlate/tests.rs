@@ -717,3 +717,134 @@ fn a_pod_standing_alone_for_an_inferred_workload_joins_its_failing_node() {
         open_incident_of(&c, &mismatch).id
     );
 }
+
+#[test]
+fn a_caller_that_joined_through_a_replica_count_mirroring_its_node_leaves_for_its_own_dependency() {
+    let mut rules = Rules::default();
+    rules.add(
+        rules::parse_rules(
+            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: web\n      - name: auth\n        namespace: identity\n        cluster: c9\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+    c.set_topology(topo());
+    // checkout's error rate rises with auth (c9) failing; web loses its
+    // replica on n1 at about the same time, because n1 went down. The alerts
+    // arrive in the order Alertmanager's namespace groups happen to send them.
+    // Times are firing times: kube-prometheus' rules have `for: 15m`, the
+    // error rate declares none here.
+    let errors = arriving(
+        alert(
+            "c1",
+            &[
+                ("alertname", "ServiceErrorRateHigh"),
+                ("namespace", "shop"),
+                ("service", "checkout"),
+            ],
+            100,
+        ),
+        400,
+    );
+    let mismatch = arriving(web_replicas_mismatch(960), 1000);
+    let p1 = arriving(pod("web-5d8f7c9b4-aaaaa", 950), 1010);
+    feed(&mut c, &errors);
+    feed(&mut c, &mismatch);
+    feed(&mut c, &p1);
+    assert_eq!(
+        open_incident_of(&c, &errors).id,
+        open_incident_of(&c, &mismatch).id,
+        "nothing tells the lost replica from a failing dependency yet"
+    );
+    let n1 = arriving(node("n1", 900), 1600);
+    let events = feed(&mut c, &n1);
+    let node_incident = open_incident_of(&c, &n1).id.clone();
+    assert_eq!(open_incident_of(&c, &mismatch).id, node_incident);
+    let released = open_incident_of(&c, &errors).id.clone();
+    assert_ne!(released, node_incident, "the replica count mirrors n1");
+    assert!(
+        events.contains(&IncidentEvent::Opened {
+            id: released.clone()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(open_incident_of(&c, &errors).alerts.len(), 1);
+    assert!(open_incident_of(&c, &n1)
+        .alerts
+        .iter()
+        .all(|a| a.fingerprint != errors.id));
+    let auth = arriving(
+        alert(
+            "c9",
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "identity"),
+                ("deployment", "auth"),
+            ],
+            990,
+        ),
+        1700,
+    );
+    feed(&mut c, &auth);
+    assert_eq!(
+        open_incident_of(&c, &errors).id,
+        open_incident_of(&c, &auth).id,
+        "auth explains the error rate"
+    );
+    assert_ne!(open_incident_of(&c, &auth).id, node_incident);
+}
+
+#[test]
+fn a_zone_node_whose_own_alert_came_first_joins_nodes_inferred_from_pods() {
+    let mut tp = Topology::default();
+    let s = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    for n in ["m1", "m2", "m3", "m4"] {
+        tp.add_series(
+            "kube_node_labels",
+            &s(&[
+                ("cluster", "c1"),
+                ("node", n),
+                ("label_topology_kubernetes_io_zone", "z"),
+            ]),
+        );
+        for p in ["x", "y"] {
+            tp.add_series(
+                "kube_pod_info",
+                &s(&[
+                    ("cluster", "c1"),
+                    ("namespace", "shop"),
+                    ("pod", &format!("{n}-{p}")),
+                    ("node", n),
+                ]),
+            );
+        }
+    }
+    let mut c = Correlator::new(CorrelateSettings::default());
+    c.set_topology(Arc::new(tp));
+    // Zone z goes down at 0. m1's NotReady comes first; m2 and m3 are known
+    // from their pods, each reported a scrape or two apart.
+    let m1 = node("m1", 0);
+    feed(&mut c, &m1);
+    let mut last = None;
+    for (n, first, second) in [("m2", 40, 130), ("m3", 45, 135)] {
+        feed(&mut c, &pod(&format!("{n}-x"), first));
+        let p = pod(&format!("{n}-y"), second);
+        feed(&mut c, &p);
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        open_incident_of(&c, &m1).id,
+        open_incident_of(&c, &last).id,
+        "m1 failed with the nodes its zone was inferred from"
+    );
+    assert_eq!(
+        open_incident_of(&c, &m1).root_cause.entity.kind,
+        EntityKind::Zone
+    );
+}
