@@ -36,7 +36,7 @@ fn check(cfg: SimConfig, min_f1: f64, min_top1: f64) -> stormcast::app::ReplaySt
 
 #[test]
 fn light_storm_over_four_clusters() {
-    check(sim::quality_scenario(1), 0.95, 0.99);
+    check(sim::quality_scenario(1), 0.99, 0.99);
 }
 
 #[test]

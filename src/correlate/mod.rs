@@ -29,8 +29,8 @@
 //!    workload's symptom, not its node's, and a node that fails later does
 //!    not take it. A workload aggregate (`KubeDeploymentReplicasMismatch`)
 //!    whose failing pods are all on failing nodes joins the node's incident
-//!    through the pod that failed closest to it, and then explains no
-//!    callers. A second alert on an entity joins the first only when it
+//!    through the pod that failed closest to it (a pod reported later that
+//!    failed closer takes it over), and then explains no callers. A second alert on an entity joins the first only when it
 //!    began within 5 minutes of it (or, for node conditions, while it fires)
 //!    and is not already explained by another cause. Informational alerts
 //!    (`links: false`) stand alone, and an alert is never linked to a cause
@@ -66,14 +66,19 @@
 //! until every member resolved and `grouping.resolve_hold` passed. A re-fire
 //! after that opens a new incident.
 //!
-//! One link is revised: a caller's alert (an error rate) that joined through
-//! a failing workload, when that workload's failure turns out to mirror
-//! failing nodes (its lost pods were on them, and the nodes' alerts came
-//! later). Had the nodes' alerts come first, the caller would never have
-//! joined, so it leaves, with anything that joined through it: it opens an
-//! incident of its own (`Opened`; the one it left is `Updated`) and links to
-//! another failing dependency that explains it, at once or when one fails.
-//! Nothing else splits an open incident.
+//! Two links are revised as later alerts arrive, so that the grouping does
+//! not depend on which Alertmanager sent first:
+//! - a caller's alert (an error rate) that joined through a failing
+//!   workload, when that workload's failure turns out to mirror failing
+//!   nodes (its lost pods were on them, and the nodes' alerts came later).
+//!   Had the nodes' alerts come first, the caller would never have joined,
+//!   so it leaves, with anything that joined through it, for the incident of
+//!   another failing dependency that explains it, or for an incident of its
+//!   own (`Opened`) until one fails;
+//! - a workload alert mirroring failing nodes moves to the incident of a pod
+//!   reported later that failed closer to it.
+//!
+//! The incident left is `Updated`. Nothing else splits an open incident.
 
 pub mod entity;
 pub mod learn;
@@ -214,9 +219,11 @@ struct Slot {
     /// Already joined through a logical parent: a later failing parent does
     /// not pull it again (one alert never bridges two causes).
     logical_linked: bool,
-    /// A caller's alert (an error rate) joined through this failing
-    /// workload alert only; it leaves again if that alert turns out to
-    /// mirror failing nodes.
+    /// The one link that joined this alert and that later evidence revises:
+    /// for a caller's alert (an error rate), the failing workload's alert
+    /// it joined through, which it leaves if that alert turns out to mirror
+    /// failing nodes; for a workload alert mirroring failing nodes, the pod
+    /// it hangs from, which a pod that failed closer to it replaces.
     via: Option<usize>,
     /// A stormcast prediction rather than a received alert.
     predictive: bool,
@@ -748,6 +755,7 @@ impl Correlator {
             match fallback {
                 Some((_, t)) if !own_elsewhere => {
                     self.slot_data[rep].attached_infra = true;
+                    self.slot_data[rep].via = Some(t);
                     self.union(rep, t, now, touched);
                 }
                 // The alert standing for an inferred failure counts as
@@ -830,25 +838,30 @@ impl Correlator {
             .filter(|t| self.slot_data[*t].via == Some(f))
             .collect();
         for t in callers {
-            self.slot_data[t].via = None;
-            self.slot_data[t].logical_linked = false;
-            if !self.split_off(t, f, now, touched) {
-                continue;
+            // What explains it instead, if anything fails near it now.
+            let to = self.logical_cause(t, now);
+            if self.relink(t, f, to.map(|(_, r)| r), now, touched) {
+                self.slot_data[t].logical_linked = to.is_some();
+                self.slot_data[t].via = to.and_then(|(k, r)| self.caller_via(t, k, r));
             }
-            self.link_logical(t, now, touched);
         }
+    }
+
+    /// The failing logical parent of `s` whose failure began closest to it,
+    /// with the alert standing for it.
+    fn logical_cause(&self, s: usize, now: Timestamp) -> Option<(Key, usize)> {
+        self.slot_data[s]
+            .logical
+            .iter()
+            .filter_map(|k| Some((*k, self.logical_near(*k, s, now)?)))
+            .min_by_key(|(_, r)| self.onset_gap(*r, s))
     }
 
     /// Links `s` to the one failing logical parent whose failure began
     /// closest to it (a cause and its symptoms start together; `for`
     /// durations blur the order).
     fn link_logical(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
-        let logical = self.slot_data[s].logical.clone();
-        let best = logical
-            .iter()
-            .filter_map(|k| Some((*k, self.logical_near(*k, s, now)?)))
-            .min_by_key(|(_, r)| self.onset_gap(*r, s));
-        if let Some((k, r)) = best {
+        if let Some((k, r)) = self.logical_cause(s, now) {
             self.slot_data[s].logical_linked = true;
             self.slot_data[s].via = self.caller_via(s, k, r);
             self.union(s, r, now, touched);
@@ -867,11 +880,20 @@ impl Correlator {
         (workload && sd.owner != Some(k) && sd.primary != k).then_some(r)
     }
 
-    /// Takes the link between `t` and `f` out of their component. When
-    /// nothing else joins them, `t`'s side becomes a component of its own
-    /// and leaves `f`'s incident for a new one (`Opened`; the old incident
-    /// is `Updated`). Returns whether it split.
-    fn split_off(&mut self, t: usize, f: usize, now: Timestamp, touched: &mut Vec<String>) -> bool {
+    /// Moves alert `t`, which joined through alert `f` alone, away from it:
+    /// takes their link out of the component and, when nothing else joins
+    /// them, `t`'s side (with whatever joined through `t`) leaves `f`'s
+    /// incident for the incident of `to` (the alert that explains `t`
+    /// instead), or for a new incident of its own (`Opened`). Both incidents
+    /// are ranked again. Returns whether `t` left.
+    fn relink(
+        &mut self,
+        t: usize,
+        f: usize,
+        to: Option<usize>,
+        now: Timestamp,
+        touched: &mut Vec<String>,
+    ) -> bool {
         let root = self.find(f);
         if self.find(t) != root {
             return false;
@@ -879,6 +901,7 @@ impl Correlator {
         let Some(mut edges) = self.edges.remove(&root) else {
             return false;
         };
+        let before = edges.len();
         edges.retain(|&(a, b)| (a, b) != (t, f) && (a, b) != (f, t));
         let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
         for &(a, b) in &edges {
@@ -895,7 +918,9 @@ impl Correlator {
                 }
             }
         }
-        if side.contains(&f) {
+        // Still joined another way (or the link was never recorded): `t`
+        // stays, and does not bridge to `to` either.
+        if edges.len() == before || side.contains(&f) || to.is_some_and(|x| side.contains(&x)) {
             self.edges.insert(root, edges);
             return false;
         }
@@ -908,41 +933,43 @@ impl Correlator {
         let (mine, theirs): (Vec<_>, Vec<_>) =
             edges.into_iter().partition(|(a, _)| side.contains(a));
         for &(a, b) in mine.iter().chain(theirs.iter()) {
-            let (ra, rb) = (self.find(a), self.find(b));
-            if ra != rb {
-                let (big, small) = if self.slot_data[ra].size >= self.slot_data[rb].size {
-                    (ra, rb)
-                } else {
-                    (rb, ra)
-                };
-                self.slot_data[small].parent = big;
-                self.slot_data[big].size += self.slot_data[small].size;
-            }
+            self.link_roots(a, b);
         }
         let (rt, rf) = (self.find(t), self.find(f));
-        if !mine.is_empty() {
-            self.edges.insert(rt, mine);
+        self.edges.insert(rt, mine);
+        self.edges.insert(rf, theirs);
+        let id = self.comp_inc.remove(&root);
+        if let Some(id) = &id {
+            self.comp_inc.insert(rf, id.clone());
         }
-        if !theirs.is_empty() {
-            self.edges.insert(rf, theirs);
+        // `to` on `f`'s side: `t` only hangs from another alert now.
+        if let Some(x) = to.filter(|x| self.find(*x) == rf) {
+            self.join_components(t, x);
+            return true;
         }
-        let Some(id) = self.comp_inc.remove(&root) else {
-            return true;
-        };
-        self.comp_inc.insert(rf, id.clone());
-        let Some(open) = self.open.get_mut(&id) else {
-            return true;
+        // `t`'s side joins `to`'s component, and its members move to that
+        // component's incident (or a new one).
+        if let Some(x) = to {
+            self.join_components(t, x);
+        }
+        let moved: Vec<usize> = match id.as_ref().and_then(|i| self.open.get(i)) {
+            Some(open) => open
+                .slots
+                .iter()
+                .copied()
+                .filter(|s| side.contains(s))
+                .collect(),
+            None => Vec::new(),
         };
         // The alert being staged is in no incident's slots yet: the
         // incident of its component takes it.
-        let (moved, kept): (Vec<usize>, Vec<usize>) =
-            open.slots.iter().partition(|s| side.contains(*s));
-        if moved.is_empty() {
+        let (Some(id), false) = (id, moved.is_empty()) else {
             return true;
-        }
-        open.slots = kept;
+        };
+        let open = self.open.get_mut(&id).expect("checked above");
+        open.slots.retain(|s| !side.contains(s));
         let fps: HashSet<Fingerprint> = moved.iter().map(|s| self.slot_data[*s].fp).collect();
-        let (alerts, stay): (Vec<IncidentAlert>, Vec<IncidentAlert>) = open
+        let (mut alerts, stay): (Vec<IncidentAlert>, Vec<IncidentAlert>) = open
             .incident
             .alerts
             .drain(..)
@@ -957,6 +984,29 @@ impl Correlator {
             severity_rank(&open.incident.severity),
         );
         self.staged.before.entry(id.clone()).or_insert(before);
+        touched.push(id);
+        let rt = self.find(t);
+        if let Some(dest) = self.comp_inc.get(&rt).cloned() {
+            if let Some(o) = self.open.get_mut(&dest) {
+                let before = (
+                    Some(o.incident.root_cause.entity.clone()),
+                    o.incident.clusters.len(),
+                    severity_rank(&o.incident.severity),
+                );
+                o.incident.alerts.append(&mut alerts);
+                o.slots.extend(moved.iter().copied());
+                o.incident.updated_at = now;
+                o.incident.predictive |= moved.iter().any(|s| self.slot_data[*s].predictive);
+                o.quiet_since = (o.incident.firing_count() == 0).then_some(now);
+                self.staged.before.entry(dest.clone()).or_insert(before);
+                for s in &moved {
+                    self.by_alert
+                        .insert(self.slot_data[*s].fp, (dest.clone(), *s));
+                }
+                touched.push(dest);
+                return true;
+            }
+        }
         let first = &self.slot_data[moved[0]];
         let new_id = incident_id(first.fp, now);
         let lead = &alerts[alerts
@@ -1000,9 +1050,45 @@ impl Correlator {
             .events
             .push(IncidentEvent::Opened { id: new_id.clone() });
         self.staged.before.insert(new_id.clone(), (None, 0, 0));
-        touched.push(id);
         touched.push(new_id);
         true
+    }
+
+    /// Joins the components of `a` and `b` through the link `(a, b)`,
+    /// keeping the incident of `b`'s component (incidents are the caller's
+    /// business).
+    fn join_components(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return;
+        }
+        let inc = self.comp_inc.remove(&rb);
+        self.comp_inc.remove(&ra);
+        let mut links = self.edges.remove(&ra).unwrap_or_default();
+        links.extend(self.edges.remove(&rb).unwrap_or_default());
+        links.push((a, b));
+        let root = self.link_roots(a, b);
+        self.edges.insert(root, links);
+        if let Some(i) = inc {
+            self.comp_inc.insert(root, i);
+        }
+    }
+
+    /// Joins the components of `a` and `b` in the union-find alone (no
+    /// incidents, no links recorded); returns the root.
+    fn link_roots(&mut self, a: usize, b: usize) -> usize {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return ra;
+        }
+        let (big, small) = if self.slot_data[ra].size >= self.slot_data[rb].size {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
+        self.slot_data[small].parent = big;
+        self.slot_data[big].size += self.slot_data[small].size;
+        big
     }
 
     /// A node is failing: infer its zone when enough of the zone fails.
@@ -1108,7 +1194,35 @@ impl Correlator {
                 let r = self.find(f);
                 if self.slot_data[r].size == 1 {
                     self.slot_data[f].attached_infra = self.slot_data[s].infra_mode;
+                    if self.slot_data[s].infra_mode {
+                        self.slot_data[f].via = Some(s);
+                    }
                     self.union(s, f, now, touched);
+                }
+            }
+            // A workload alert that mirrors failing nodes hangs from the pod
+            // that failed closest to it; a pod reported later that failed
+            // closer takes it (with Alertmanager grouping by namespace, the
+            // replica count can arrive before the pod it is about).
+            if self.slot_data[s].infra_mode {
+                let closer: Vec<(usize, usize)> = self.ents[w as usize]
+                    .failing
+                    .iter()
+                    .copied()
+                    .filter_map(|f| {
+                        let fd = &self.slot_data[f];
+                        let p = fd.via.filter(|p| *p != s)?;
+                        (fd.attached_infra
+                            && self.active(f, now)
+                            && self.explains(s, f)
+                            && self.onset_gap(s, f) < self.onset_gap(p, f))
+                        .then_some((f, p))
+                    })
+                    .collect();
+                for (f, p) in closer {
+                    if self.find(f) != self.find(s) && self.relink(f, p, Some(s), now, touched) {
+                        self.slot_data[f].via = Some(s);
+                    }
                 }
             }
         }
@@ -1891,9 +2005,11 @@ impl Correlator {
                     self.by_alert.remove(&d.fp);
                 }
             }
-            let root = self.find(open.slots[0]);
-            self.comp_inc.remove(&root);
-            self.edges.remove(&root);
+            if let Some(&first) = open.slots.first() {
+                let root = self.find(first);
+                self.comp_inc.remove(&root);
+                self.edges.remove(&root);
+            }
             self.free.extend(open.slots.iter().copied());
             self.closed.push(open.incident);
             events.push(IncidentEvent::Resolved { id });

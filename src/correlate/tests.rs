@@ -848,3 +848,35 @@ fn a_zone_node_whose_own_alert_came_first_joins_nodes_inferred_from_pods() {
         EntityKind::Zone
     );
 }
+
+#[test]
+fn a_replica_count_moves_to_the_pod_that_failed_closer_to_it() {
+    let mut c = correlator();
+    // n1 goes down at 0 and n2, on its own, at 200; web loses its replica
+    // on n2. The replica count reaches stormcast before n2's alerts, while
+    // the only failing web pod known is n1's. Times are firing times
+    // (`for: 15m`).
+    let n1 = arriving(node("n1", 900), 1000);
+    let pa = arriving(pod("web-5d8f7c9b4-aaaaa", 940), 1010);
+    let mismatch = arriving(web_replicas_mismatch(1160), 1200);
+    let n2 = arriving(node("n2", 1100), 1300);
+    let pb = arriving(pod("web-5d8f7c9b4-bbbbb", 1150), 1310);
+    for a in [&n1, &pa, &mismatch] {
+        feed(&mut c, a);
+    }
+    assert_eq!(
+        open_incident_of(&c, &mismatch).id,
+        open_incident_of(&c, &n1).id,
+        "the only failing web pod known yet is n1's"
+    );
+    feed(&mut c, &n2);
+    feed(&mut c, &pb);
+    assert_eq!(open_incident_of(&c, &pb).id, open_incident_of(&c, &n2).id);
+    assert_eq!(
+        open_incident_of(&c, &mismatch).id,
+        open_incident_of(&c, &n2).id,
+        "the replica count is about n2's pod"
+    );
+    assert_ne!(open_incident_of(&c, &n1).id, open_incident_of(&c, &n2).id);
+    assert_eq!(open_incident_of(&c, &n1).alerts.len(), 2);
+}
