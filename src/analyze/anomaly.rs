@@ -249,8 +249,9 @@ fn median(v: &mut [f64]) -> f64 {
 ///
 /// At each shared timestamp every series is scored against the group at that
 /// moment: its distance from the group's median in robust deviations (1.4826
-/// × the median absolute deviation, at least 1% of the median so that
-/// near-identical peers do not turn noise into outliers). Peers that rise and
+/// × the median absolute deviation, but at least 1% of the median and at
+/// least `min_deviation`, so that near-identical peers do not turn noise into
+/// outliers). Peers that rise and
 /// fall together (a daily cycle) are therefore still alike. A series is an
 /// outlier when its score exceeds `threshold` at no fewer than half of the
 /// shared timestamps, so one odd sample does not make it unlike its peers.
@@ -264,6 +265,7 @@ pub fn recent_peer_outliers(
     now: i64,
     window_secs: i64,
     threshold: f64,
+    min_deviation: f64,
 ) -> Vec<(usize, PeerOutlier)> {
     if series.len() < MIN_PEER_GROUP {
         return Vec::new();
@@ -334,7 +336,10 @@ pub fn recent_peer_outliers(
         for (d, a) in dev.iter_mut().zip(&aligned) {
             *d = (a[j] - m).abs();
         }
-        let scale = (MAD_K * median(&mut dev)).max(0.01 * m.abs()).max(1e-12);
+        let scale = (MAD_K * median(&mut dev))
+            .max(0.01 * m.abs())
+            .max(min_deviation)
+            .max(1e-12);
         for (k, a) in aligned.iter().enumerate() {
             let z = (a[j] - m).abs() / scale;
             if z > threshold {
@@ -442,7 +447,7 @@ mod tests {
 
     fn recent(g: &[Vec<(i64, f64)>]) -> Vec<(usize, PeerOutlier)> {
         let refs: Vec<&[(i64, f64)]> = g.iter().map(|v| v.as_slice()).collect();
-        recent_peer_outliers(&refs, 47 * 300, 3600, 4.0)
+        recent_peer_outliers(&refs, 47 * 300, 3600, 4.0, 0.0)
     }
 
     #[test]

@@ -146,10 +146,16 @@ pub fn peer_groups<'a>(
     groups
 }
 
+/// Smallest robust deviation when peers compare utilisation: one percentage
+/// point of capacity.
+pub const PEER_MIN_UTILISATION_DEVIATION: f64 = 0.01;
+
 /// Sets `peer_outlier` on the results of series unlike the other series of
 /// their cluster over the last `window_secs` ([`recent_peer_outliers`]). A
 /// group compares utilisation when every series in it has a capacity (nodes
-/// of different sizes are then still peers), raw usage otherwise.
+/// of different sizes are then still peers), raw usage otherwise. On
+/// utilisation a robust deviation is at least one percentage point, so in a
+/// cluster of idle nodes one at 3% is not called unlike the others at 1%.
 pub fn mark_peer_outliers(
     results: &mut [SeriesResult],
     inputs: &[(Series, Capacity)],
@@ -179,7 +185,12 @@ pub fn mark_peer_outliers(
             })
             .collect();
         let refs: Vec<&[(i64, f64)]> = windows.iter().map(Vec::as_slice).collect();
-        for (k, mut p) in recent_peer_outliers(&refs, now, window_secs, threshold) {
+        let min_deviation = if utilisation {
+            PEER_MIN_UTILISATION_DEVIATION
+        } else {
+            0.0
+        };
+        for (k, mut p) in recent_peer_outliers(&refs, now, window_secs, threshold, min_deviation) {
             p.utilisation = utilisation;
             results[group[k]].peer_outlier = Some(p);
         }
@@ -409,6 +420,12 @@ mod tests {
                 0.4 * cap,
                 Ok(cap),
             ));
+        }
+        // c4: idle nodes at 1% of their CPUs, one at 3%: two points of
+        // capacity are not unlike, however tight the others are.
+        for i in 0..5 {
+            let level = if i == 4 { 3.0 } else { 1.0 };
+            inputs.push(node(Some("c4"), &format!("node-c4-{i}"), level, Ok(100.0)));
         }
         assert_eq!(
             outliers(&inputs),
