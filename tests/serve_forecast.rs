@@ -287,4 +287,12 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         metrics.contains("# TYPE stormcast_history_query_failures counter"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("stormcast_forecast_peer_outliers{model=\"memory\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("stormcast_forecast_peer_outliers{model=\"disk\"}"),
+        "{metrics}"
+    );
 }
