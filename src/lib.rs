@@ -13,7 +13,7 @@
 //!   dead-man's switch that pages when a cluster's Watchdog heartbeat stops.
 //! - [`correlate`]: incidents from alert transitions, with root causes.
 //! - [`notify`]: which incident events become messages, and their delivery.
-//! - [`analyze`]: metric history, exhaustion forecasts, anomaly scores.
+//! - [`analyze`]: metric history, exhaustion forecasts, anomaly scores, peer outliers.
 //! - [`api`]: HTTP endpoints (webhook receiver, read API, health, metrics).
 //! - [`metrics`]: stormcast's own Prometheus metrics.
 //! - [`sim`]: fleet simulator with ground truth, and the correlation quality score.

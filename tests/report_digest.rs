@@ -42,6 +42,7 @@ fn leak(name: &str, cluster: &str, start: f64, end: f64, now: i64) -> SeriesResu
         forecast: Some(f),
         history: pts,
         anomaly_score: None,
+        peer_outlier: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `serve` with metric history configured: the forecasting task queries a
-//! (fake) Prometheus, raises `ResourceExhaustionPredicted` through the engine,
-//! serves the report and counts its runs.
+//! (fake) Prometheus, raises `ResourceExhaustionPredicted` and
+//! `MetricPeerOutlierDetected` through the engine, serves the report and
+//! counts its runs.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,49 @@ fn labels() -> &'static str {
     r#"{"cluster":"c1","instance":"node-1","mountpoint":"/var"}"#
 }
 
+/// Memory used (% of a constant 100) per node: in c1 five nodes near 40%
+/// but node-c near 85%; in c2 node-x near 80% but only three nodes, too few
+/// to compare.
+fn memory_nodes() -> Vec<(&'static str, &'static str, f64)> {
+    vec![
+        ("c1", "node-a", 40.0),
+        ("c1", "node-b", 41.0),
+        ("c1", "node-c", 85.0),
+        ("c1", "node-d", 39.0),
+        ("c1", "node-e", 40.0),
+        ("c2", "node-x", 80.0),
+        ("c2", "node-y", 20.0),
+        ("c2", "node-z", 21.0),
+    ]
+}
+
+fn memory_range(s: i64, e: i64, st: i64) -> String {
+    let series: Vec<String> = memory_nodes()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (cluster, node, level))| {
+            let vals: Vec<String> = (0..)
+                .map(|j| s + j * st)
+                .take_while(|t| *t <= e)
+                .map(|t| {
+                    // A shared daily swing plus each node's own jitter.
+                    let day = 5.0 * (t as f64 * std::f64::consts::TAU / 86_400.0).sin();
+                    let jitter = 1.5 * (t as f64 * 0.37 + k as f64 * 11.0).sin();
+                    format!("[{t},\"{}\"]", level + day + jitter)
+                })
+                .collect();
+            format!(
+                r#"{{"metric":{{"cluster":"{cluster}","instance":"{node}"}},"values":[{}]}}"#,
+                vals.join(",")
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+        series.join(",")
+    )
+}
+
 async fn query_range(headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>) -> String {
     assert_eq!(
         headers.get("authorization").and_then(|v| v.to_str().ok()),
@@ -32,6 +76,9 @@ async fn query_range(headers: HeaderMap, Query(q): Query<BTreeMap<String, String
         q["end"].parse().unwrap(),
         q["step"].parse().unwrap(),
     );
+    if q["query"] == "memory_used_percent" {
+        return memory_range(s, e, st);
+    }
     // A disk filling 2% per hour, at 90% now: full in about 5 hours.
     let vals: Vec<String> = (0..)
         .map(|k| s + k * st)
@@ -75,6 +122,11 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
     std::fs::write(
         dir.path().join("models/disk.yaml"),
         "models:\n  - name: disk\n    resource: disk\n    usage: disk_used_percent\n    capacity: {query: disk_size_percent}\n    match_on: [instance, mountpoint]\n    interval: 30s\n    labels: {node: instance}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("models/memory.yaml"),
+        "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n    peers: true\n",
     )
     .unwrap();
     let port = free_port();
@@ -128,6 +180,64 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         .unwrap();
     assert!(conf > 0.9, "{alert}");
 
+    // Both models run in the same pass and each model's alerts are applied
+    // together, so once one peer alert is there, all of that run's are.
+    let peer_alerts = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no peer-outlier alert within 30s"
+        );
+        let v: serde_json::Value = http
+            .get(format!("{base}/api/v1/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found: Vec<serde_json::Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "MetricPeerOutlierDetected")
+            .cloned()
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let nodes: Vec<&str> = peer_alerts
+        .iter()
+        .map(|a| a["labels"]["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node-c"], "{peer_alerts:?}");
+    let peer = &peer_alerts[0];
+    assert_eq!(peer["labels"]["cluster"], "c1");
+    assert_eq!(peer["labels"]["instance"], "node-c");
+    assert_eq!(peer["labels"]["resource"], "memory");
+    assert_eq!(peer["labels"]["model"], "memory");
+    assert_eq!(peer["labels"]["severity"], "info");
+    assert_eq!(
+        peer["annotations"]["summary"],
+        "memory of node node-c is unlike its peers in cluster c1"
+    );
+    assert_eq!(peer["annotations"]["peer_count"], "5");
+    assert_eq!(peer["annotations"]["compared"], "utilisation");
+    let value: f64 = peer["annotations"]["peer_value"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    let median: f64 = peer["annotations"]["peer_median"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(value - median > 35.0, "{peer}");
+
     let report = loop {
         let r = http
             .get(format!("{base}/api/v1/report?format=json"))
@@ -175,6 +285,14 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
     );
     assert!(
         metrics.contains("# TYPE stormcast_history_query_failures counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stormcast_forecast_peer_outliers{model=\"memory\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("stormcast_forecast_peer_outliers{model=\"disk\"}"),
         "{metrics}"
     );
 }

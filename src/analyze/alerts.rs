@@ -1,5 +1,5 @@
-//! Predictive alerts: `ResourceExhaustionPredicted` and `MetricAnomalyDetected`,
-//! written as Alertmanager v4 webhook bodies and parsed with the same
+//! Predictive alerts: `ResourceExhaustionPredicted`, `MetricAnomalyDetected`
+//! and `MetricPeerOutlierDetected`, written as Alertmanager v4 webhook bodies and parsed with the same
 //! [`parse_delivery`] as received alerts, so they go through the same
 //! validation, correlation and routing. A predicted disk-full on a node
 //! carries that node's labels and joins its incident.
@@ -17,6 +17,7 @@ use crate::ingest::{parse_delivery, Delivery, IngestConfig, PayloadError};
 
 pub const EXHAUSTION_ALERT: &str = "ResourceExhaustionPredicted";
 pub const ANOMALY_ALERT: &str = "MetricAnomalyDetected";
+pub const PEER_ALERT: &str = "MetricPeerOutlierDetected";
 /// Anomaly alerts fire when the latest point scores at least this.
 pub const ANOMALY_THRESHOLD: f64 = 0.9;
 
@@ -125,6 +126,61 @@ pub fn anomaly_alert(
     Some((labels, annotations))
 }
 
+/// The firing peer-outlier alert for a series unlike the other series of its
+/// model in its cluster (see [`super::run::mark_peer_outliers`]).
+pub fn peer_alert(model: &ModelDef, r: &SeriesResult) -> Option<(BTreeMap<String, String>, Value)> {
+    if !model.peers {
+        return None;
+    }
+    let p = r.peer_outlier.as_ref()?;
+    let mut labels = alert_labels(model, r, PEER_ALERT);
+    labels.insert("severity".into(), "info".into());
+    let subj = subject(model, &labels);
+    let cluster = labels.get("cluster").cloned().unwrap_or_default();
+    let show = |v: f64| {
+        if p.utilisation {
+            format!("{:.1}%", 100.0 * v)
+        } else {
+            fmt_num(v)
+        }
+    };
+    let side = if p.value >= p.peer_median {
+        "above"
+    } else {
+        "below"
+    };
+    let ratio = if p.peer_median.abs() > f64::EPSILON {
+        format!("{:.2}x the median, ", p.value / p.peer_median)
+    } else {
+        String::new()
+    };
+    let window = fmt_lead(p.window_secs);
+    let current = r.history.last().map_or(String::new(), |q| fmt_num(q.1));
+    let annotations = json!({
+        "summary": format!("{subj} is unlike its peers in cluster {cluster}"),
+        "description": format!(
+            "{} was at {} {} over the last {window}, {side} the median of {} across the {} series of model {} in cluster {cluster} ({ratio}{:.1} robust deviations away, outlying at {:.0}% of samples).",
+            r.name,
+            show(p.value),
+            if p.utilisation { "of capacity" } else { "" },
+            show(p.peer_median),
+            p.peers,
+            model.name,
+            p.score,
+            100.0 * p.outlying,
+        ).replace("  ", " "),
+        "peer_value": show(p.value),
+        "peer_median": show(p.peer_median),
+        "peer_count": p.peers.to_string(),
+        "peer_score": format!("{:.1}", p.score),
+        "peer_outlying": format!("{:.2}", p.outlying),
+        "peer_window": window,
+        "compared": if p.utilisation { "utilisation" } else { "usage" },
+        "current_usage": current,
+    });
+    Some((labels, annotations))
+}
+
 /// One model's firing alerts: label set → (startsAt, last annotations).
 type ModelAlerts = BTreeMap<BTreeMap<String, String>, (DateTime<Utc>, Value)>;
 
@@ -175,9 +231,13 @@ impl PredictiveState {
         let mut next = BTreeMap::new();
         let mut out = Vec::new();
         for r in results {
-            for (labels, ann) in [exhaustion_alert(model, r), anomaly_alert(model, r)]
-                .into_iter()
-                .flatten()
+            for (labels, ann) in [
+                exhaustion_alert(model, r),
+                anomaly_alert(model, r),
+                peer_alert(model, r),
+            ]
+            .into_iter()
+            .flatten()
             {
                 let starts = prev.get(&labels).map_or(now, |(s, _)| *s);
                 out.push(json!({
@@ -235,6 +295,7 @@ pub fn delivery(body: &[u8], now: DateTime<Utc>) -> Result<Delivery, PayloadErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::anomaly::PeerOutlier;
     use crate::analyze::forecast::{forecast, ForecastParams};
     use crate::analyze::models::parse_models;
 
@@ -259,6 +320,7 @@ mod tests {
             forecast: Some(forecast(&pts, 100.0, &ForecastParams::default()).unwrap()),
             history: pts,
             anomaly_score: None,
+            peer_outlier: None,
         }
     }
 
@@ -334,5 +396,102 @@ mod tests {
         assert_eq!(out[0]["labels"], alerts[0]["labels"]);
         engine.apply(&delivery(&webhook_body(&model.name, &out), now).unwrap());
         assert!(engine.alerts().all(|a| !a.is_firing()));
+    }
+
+    fn node_result(instance: &str, peer: Option<PeerOutlier>) -> SeriesResult {
+        let labels: BTreeMap<String, String> = [
+            ("cluster", "prod-bj"),
+            ("instance", instance),
+            ("job", "node-exporter"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        SeriesResult {
+            name: format!("mem{{instance={instance:?}}}"),
+            labels,
+            model: Some("node-memory".into()),
+            error: None,
+            forecast: None,
+            history: vec![(1_700_000_000, 7.5e9)],
+            anomaly_score: None,
+            peer_outlier: peer,
+        }
+    }
+
+    #[test]
+    fn peer_alert_names_the_node_says_by_how_much_and_resolves() {
+        let model = parse_models(super::super::models::BUILTIN)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "node-memory")
+            .unwrap();
+        assert!(model.peers);
+        let unlike = PeerOutlier {
+            value: 0.92,
+            peer_median: 0.41,
+            peers: 6,
+            score: 7.25,
+            outlying: 1.0,
+            window_secs: 3600,
+            utilisation: true,
+        };
+        let results = [
+            node_result("node-1", None),
+            node_result("node-2", Some(unlike)),
+            node_result("node-3", None),
+        ];
+        let now = Utc::now();
+        let mut st = PredictiveState::default();
+        let alerts = st.update(&model, &results, now);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a["status"], "firing");
+        assert_eq!(a["labels"]["alertname"], PEER_ALERT);
+        assert_eq!(a["labels"]["node"], "node-2");
+        assert_eq!(a["labels"]["instance"], "node-2");
+        assert_eq!(a["labels"]["cluster"], "prod-bj");
+        assert_eq!(a["labels"]["resource"], "memory");
+        assert_eq!(a["labels"]["model"], "node-memory");
+        assert_eq!(a["labels"]["severity"], "info");
+        assert!(a["labels"].get("job").is_none());
+        assert_eq!(
+            a["annotations"]["summary"],
+            "memory of node node-2 is unlike its peers in cluster prod-bj"
+        );
+        let d = a["annotations"]["description"].as_str().unwrap();
+        for want in [
+            "92.0% of capacity over the last 1h00m",
+            "above the median of 41.0% across the 6 series",
+            "2.24x the median",
+            "7.2 robust deviations",
+        ] {
+            assert!(d.contains(want), "{want:?} not in {d:?}");
+        }
+        assert_eq!(a["annotations"]["compared"], "utilisation");
+        assert_eq!(a["annotations"]["peer_count"], "6");
+        let del = delivery(&webhook_body(&model.name, &alerts), now).unwrap();
+        assert_eq!(del.alerts.len(), 1);
+
+        // Still unlike its peers: the same alert keeps its start.
+        let later = now + chrono::Duration::minutes(10);
+        let again = st.update(&model, &results, later);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0]["startsAt"], a["startsAt"]);
+
+        // Back in line with its peers: resolved once, then nothing.
+        let normal = [node_result("node-1", None), node_result("node-2", None)];
+        let out = st.update(&model, &normal, later);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["status"], "resolved");
+        assert_eq!(out[0]["labels"], a["labels"]);
+        assert!(st.update(&model, &normal, later).is_empty());
+
+        // A model without `peers` never raises one.
+        let mut off = model.clone();
+        off.peers = false;
+        assert!(PredictiveState::default()
+            .update(&off, &results, now)
+            .is_empty());
     }
 }

@@ -10,10 +10,14 @@
 //!   as a long run of anomalies.
 //! * **Cross-series outliers** ([`peer_outliers`]): "this node behaves unlike
 //!   its peers", with augurs' MAD detector over aligned series.
+//!   [`recent_peer_outliers`] is the form `serve` alerts on: each moment of
+//!   the recent window compared across the group, and a series must stay
+//!   outlying for most of it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use augurs::outlier::{MADDetector, OutlierDetector};
+use serde::{Deserialize, Serialize};
 
 const BUCKETS: usize = 48;
 const DAY: i64 = 86_400;
@@ -188,6 +192,185 @@ pub fn peer_outliers(
     Ok(out.outlying_series)
 }
 
+/// Fewest series a peer group needs before any of them is called unlike the
+/// others: with fewer, "the peers" are one or two series and the median is
+/// whichever of them happens to sit in the middle.
+pub const MIN_PEER_GROUP: usize = 4;
+
+/// How one series differs from its peers over the recent window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerOutlier {
+    /// The series' median over the window (utilisation when `utilisation`).
+    pub value: f64,
+    /// Median of the group's series (each taken as its median over the window).
+    pub peer_median: f64,
+    /// Series compared, this one included.
+    pub peers: usize,
+    /// Median MAD score over the window: how many robust deviations the
+    /// series sits from the group.
+    pub score: f64,
+    /// Share of the window's samples at which the series was outlying.
+    pub outlying: f64,
+    /// Length of the window compared, in seconds.
+    pub window_secs: i64,
+    /// Values are usage divided by capacity rather than raw usage.
+    #[serde(default)]
+    pub utilisation: bool,
+}
+
+/// Scales a median absolute deviation to a standard deviation under normality.
+const MAD_K: f64 = 1.4826;
+
+/// Median by selection (linear); reorders `v`.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    let odd = v.len() % 2 == 1;
+    let (lower, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let mid = *mid;
+    if odd {
+        mid
+    } else {
+        let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (below + mid) / 2.0
+    }
+}
+
+/// Series of one peer group that behave unlike the others over the window
+/// `(now - window_secs, now]`, each with by how much.
+///
+/// Only finite samples inside the window count. A series holding fewer than
+/// half of the group's distinct timestamps there (stale, or just appeared) is
+/// left out of the comparison; the others are aligned on the timestamps all
+/// of them share. A group of fewer than [`MIN_PEER_GROUP`] series, or with
+/// fewer than 2 shared timestamps, gives nothing.
+///
+/// At each shared timestamp every series is scored against the group at that
+/// moment: its distance from the group's median in robust deviations (1.4826
+/// × the median absolute deviation, but at least 1% of the median and at
+/// least `min_deviation`, so that near-identical peers do not turn noise into
+/// outliers). Peers that rise and
+/// fall together (a daily cycle) are therefore still alike. A series is an
+/// outlier when its score exceeds `threshold` at no fewer than half of the
+/// shared timestamps, so one odd sample does not make it unlike its peers.
+/// The median is taken per timestamp, so one outlier cannot hide in a group of
+/// four (augurs' detector, which pools every sample around one global median,
+/// loses it there).
+///
+/// Cost: linear in the samples of the window (medians by selection).
+pub fn recent_peer_outliers(
+    series: &[&[(i64, f64)]],
+    now: i64,
+    window_secs: i64,
+    threshold: f64,
+    min_deviation: f64,
+) -> Vec<(usize, PeerOutlier)> {
+    if series.len() < MIN_PEER_GROUP {
+        return Vec::new();
+    }
+    let from = now - window_secs;
+    let windows: Vec<Vec<(i64, f64)>> = series
+        .iter()
+        .map(|s| {
+            let mut w: Vec<(i64, f64)> = s
+                .iter()
+                .copied()
+                .filter(|&(t, v)| t > from && t <= now && v.is_finite())
+                .collect();
+            w.sort_by_key(|p| p.0);
+            w.dedup_by_key(|p| p.0);
+            w
+        })
+        .collect();
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for w in &windows {
+        for p in w {
+            *seen.entry(p.0).or_default() += 1;
+        }
+    }
+    let distinct = seen.len();
+    let kept: Vec<usize> = (0..windows.len())
+        .filter(|&i| !windows[i].is_empty() && 2 * windows[i].len() >= distinct)
+        .collect();
+    if kept.len() < MIN_PEER_GROUP {
+        return Vec::new();
+    }
+    let mut count: HashMap<i64, usize> = HashMap::with_capacity(distinct);
+    for &i in &kept {
+        for p in &windows[i] {
+            *count.entry(p.0).or_default() += 1;
+        }
+    }
+    let common: HashSet<i64> = count
+        .into_iter()
+        .filter(|&(_, c)| c == kept.len())
+        .map(|(t, _)| t)
+        .collect();
+    let n = common.len();
+    if n < 2 {
+        return Vec::new();
+    }
+    // Each kept window is sorted and deduplicated, so every one yields the
+    // shared timestamps in the same order.
+    let aligned: Vec<Vec<f64>> = kept
+        .iter()
+        .map(|&i| {
+            windows[i]
+                .iter()
+                .filter(|p| common.contains(&p.0))
+                .map(|p| p.1)
+                .collect()
+        })
+        .collect();
+    let mut outlying = vec![0usize; kept.len()];
+    let mut scores: Vec<Vec<f64>> = vec![Vec::with_capacity(n); kept.len()];
+    let mut col = vec![0.0; kept.len()];
+    let mut dev = vec![0.0; kept.len()];
+    for j in 0..n {
+        for (c, a) in col.iter_mut().zip(&aligned) {
+            *c = a[j];
+        }
+        let m = median(&mut col);
+        for (d, a) in dev.iter_mut().zip(&aligned) {
+            *d = (a[j] - m).abs();
+        }
+        let scale = (MAD_K * median(&mut dev))
+            .max(0.01 * m.abs())
+            .max(min_deviation)
+            .max(1e-12);
+        for (k, a) in aligned.iter().enumerate() {
+            let z = (a[j] - m).abs() / scale;
+            if z > threshold {
+                outlying[k] += 1;
+            }
+            scores[k].push(z);
+        }
+    }
+    let medians: Vec<f64> = aligned.iter().map(|v| median(&mut v.clone())).collect();
+    let peer_median = median(&mut medians.clone());
+    let mut found = Vec::new();
+    for (k, mut sc) in scores.into_iter().enumerate() {
+        if 2 * outlying[k] < n {
+            continue;
+        }
+        found.push((
+            kept[k],
+            PeerOutlier {
+                value: medians[k],
+                peer_median,
+                peers: kept.len(),
+                score: median(&mut sc),
+                outlying: outlying[k] as f64 / n as f64,
+                window_secs,
+                utilisation: false,
+            },
+        ));
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +428,71 @@ mod tests {
         let out = peer_outliers(&refs, 0.5).unwrap();
         assert_eq!(out.into_iter().collect::<Vec<_>>(), vec![5]);
         assert!(peer_outliers(&refs[..2], 0.8).unwrap().is_empty());
+    }
+
+    /// Six nodes over 4 hours at a 5 minute step; `shift(k, i)` is added to
+    /// node k's sample i.
+    fn group(n: usize, shift: impl Fn(usize, usize) -> f64) -> Vec<Vec<(i64, f64)>> {
+        (0..n)
+            .map(|k| {
+                (0..48)
+                    .map(|i| {
+                        let noise = ((((i * 8 + k) as f64) * 78.233).sin() * 43_758.545_3).fract();
+                        (i as i64 * 300, 40.0 + 2.0 * noise + shift(k, i))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn recent(g: &[Vec<(i64, f64)>]) -> Vec<(usize, PeerOutlier)> {
+        let refs: Vec<&[(i64, f64)]> = g.iter().map(|v| v.as_slice()).collect();
+        recent_peer_outliers(&refs, 47 * 300, 3600, 4.0, 0.0)
+    }
+
+    #[test]
+    fn recent_outlier_is_found_with_by_how_much() {
+        let g = group(6, |k, _| if k == 2 { 40.0 } else { 0.0 });
+        let out = recent(&g);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (i, p) = &out[0];
+        assert_eq!(*i, 2);
+        assert_eq!(p.peers, 6);
+        assert!((p.value - 81.0).abs() < 1.5, "{p:?}");
+        assert!((p.peer_median - 41.0).abs() < 1.5, "{p:?}");
+        assert!(p.score > 4.0, "{p:?}");
+        assert_eq!(p.outlying, 1.0);
+        assert_eq!(p.window_secs, 3600);
+    }
+
+    #[test]
+    fn only_the_recent_window_and_sustained_outliers_count() {
+        // Unlike its peers hours ago, normal for the last hour.
+        let past = group(6, |k, i| if k == 1 && i < 30 { 40.0 } else { 0.0 });
+        assert!(recent(&past).is_empty());
+        // One odd sample in the window is not behaving unlike the peers.
+        let spike = group(6, |k, i| if k == 1 && i == 45 { 40.0 } else { 0.0 });
+        assert!(recent(&spike).is_empty());
+        // Unlike them for the last 40 minutes of the hour: most of it.
+        let shift = group(6, |k, i| if k == 4 && i >= 39 { 40.0 } else { 0.0 });
+        let out = recent(&shift);
+        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn small_groups_and_stale_series_are_left_out() {
+        let g = group(3, |k, _| if k == 0 { 40.0 } else { 0.0 });
+        assert!(recent(&g).is_empty());
+        // Four series, but one stopped reporting two hours ago: three compared.
+        let mut g = group(4, |k, _| if k == 0 { 40.0 } else { 0.0 });
+        g[3].truncate(20);
+        assert!(recent(&g).is_empty());
+        // A fifth, live series makes a group of four again.
+        g.push(group(5, |_, _| 0.0).remove(4));
+        let out = recent(&g);
+        assert_eq!(
+            out.iter().map(|o| (o.0, o.1.peers)).collect::<Vec<_>>(),
+            vec![(0, 4)]
+        );
     }
 }

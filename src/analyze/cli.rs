@@ -411,6 +411,7 @@ mod tests {
             forecast: None,
             history: vec![],
             anomaly_score: None,
+            peer_outlier: None,
         };
         let t = table(&[r]);
         assert!(t.contains("error: insufficient history"));

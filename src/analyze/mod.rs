@@ -1,5 +1,6 @@
-//! Analysis: metric history, exhaustion forecasts and anomaly scores. Its
-//! predictions re-enter the engine as alerts from [`PREDICTIVE_SOURCE`].
+//! Analysis: metric history, exhaustion forecasts, anomaly scores and peer
+//! outliers. Its predictions re-enter the engine as alerts from
+//! [`PREDICTIVE_SOURCE`].
 
 pub mod alerts;
 pub mod anomaly;

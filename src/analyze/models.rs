@@ -68,6 +68,17 @@ pub struct ModelDef {
     pub min_confidence: f64,
     /// Also raise anomaly alerts for this model's usage series.
     pub anomaly: bool,
+    /// Also raise peer-outlier alerts: a series unlike the other series of
+    /// this model in its cluster (the history's `cluster_label`) over the
+    /// last `peer_window`. Clusters with fewer than 4 such series are skipped.
+    pub peers: bool,
+    /// How far from its cluster's median, in robust deviations (1.4826 × the
+    /// median absolute deviation across the cluster at that moment), a series
+    /// must be to count as unlike its peers. Lower flags more.
+    pub peer_threshold: f64,
+    /// The recent stretch compared; a series must be unlike its peers for at
+    /// least half of it.
+    pub peer_window: PromDuration,
     pub enabled: bool,
 }
 
@@ -96,6 +107,9 @@ impl Default for ModelDef {
             labels: BTreeMap::new(),
             min_confidence: 0.5,
             anomaly: false,
+            peers: false,
+            peer_threshold: 4.0,
+            peer_window: PromDuration::hours(1),
             enabled: true,
         }
     }
@@ -175,6 +189,15 @@ impl ModelDef {
                 format!("{path}.min_confidence"),
                 format!("{} must be in (0, 1]", self.min_confidence),
             );
+        }
+        if !(self.peer_threshold.is_finite() && self.peer_threshold >= 1.0) {
+            errs.push(
+                format!("{path}.peer_threshold"),
+                format!("{} must be a number of at least 1", self.peer_threshold),
+            );
+        }
+        if self.peer_window.as_std() < Duration::from_secs(300) {
+            errs.push(format!("{path}.peer_window"), "must be at least 5m");
         }
         for (k, v) in &self.labels {
             if !is_valid_label_name(k) {
@@ -338,5 +361,50 @@ mod tests {
         assert!(!load_models(&dir.path().join("nope"), false)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn peer_fields_default_parse_and_validate() {
+        let base =
+            "models:\n  - name: m\n    resource: memory\n    usage: u\n    capacity: {value: 1}\n";
+        let m = parse_models(base).unwrap().remove(0);
+        assert!(!m.peers);
+        assert_eq!(m.peer_threshold, 4.0);
+        assert_eq!(m.peer_window, PromDuration::hours(1));
+        let m = parse_models(&format!(
+            "{base}    peers: true\n    peer_threshold: 6\n    peer_window: 30m\n"
+        ))
+        .unwrap()
+        .remove(0);
+        assert!(m.peers);
+        assert_eq!(m.peer_threshold, 6.0);
+        assert_eq!(m.peer_window, PromDuration::mins(30));
+        for (field, want) in [
+            (
+                "peer_threshold: 0.5",
+                "models[0].peer_threshold: 0.5 must be a number of at least 1",
+            ),
+            (
+                "peer_threshold: .nan",
+                "models[0].peer_threshold: NaN must be a number of at least 1",
+            ),
+            (
+                "peer_window: 4m",
+                "models[0].peer_window: must be at least 5m",
+            ),
+            ("peers: often", "models[0].peers"),
+        ] {
+            let errs = parse_models(&format!("{base}    {field}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(errs.contains(want), "{want:?} not in\n{errs}");
+        }
+        let ms = parse_models(BUILTIN).unwrap();
+        let peers: Vec<&str> = ms
+            .iter()
+            .filter(|m| m.peers)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(peers, ["node-memory", "node-cpu"]);
     }
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::anomaly::PeerOutlier;
 use super::forecast::Forecast;
 
 /// One series' outcome.
@@ -29,6 +30,10 @@ pub struct SeriesResult {
     /// Online anomaly score of the latest sample, when computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly_score: Option<f64>,
+    /// How the series differs from its peers, when the model compares peers
+    /// and it is unlike them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_outlier: Option<PeerOutlier>,
 }
 
 impl SeriesResult {
@@ -395,6 +400,7 @@ mod tests {
             forecast: Some(forecast(&pts, 100.0, &ForecastParams::default()).unwrap()),
             history: downsample(&pts, 200),
             anomaly_score: None,
+            peer_outlier: None,
         }
     }
 
@@ -411,6 +417,7 @@ mod tests {
             forecast: None,
             history: Vec::new(),
             anomaly_score: None,
+            peer_outlier: None,
         };
         let r = Report::new(Utc::now(), vec![quiet, broken, slow, fast]);
         let names: Vec<&str> = r.series.iter().map(|s| s.name.as_str()).collect();

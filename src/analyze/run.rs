@@ -1,10 +1,10 @@
 //! Running forecasts at scale: many series over both cores, capacity matched
 //! to usage series, and a model evaluated against live history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::anomaly::score_series;
+use super::anomaly::{recent_peer_outliers, score_series};
 use super::forecast::{forecast, CrossCheck, ForecastParams};
 use super::history::{HistoryConfig, HistoryError, PromClient};
 use super::models::ModelDef;
@@ -64,6 +64,7 @@ pub fn forecast_many(
                 forecast: None,
                 history: Vec::new(),
                 anomaly_score: None,
+                peer_outlier: None,
             })
         })
         .collect()
@@ -93,6 +94,7 @@ fn forecast_one(
             Vec::new()
         },
         anomaly_score: None,
+        peer_outlier: None,
     }
 }
 
@@ -121,6 +123,77 @@ pub fn match_capacity(usage: &Series, caps: &[Series], match_on: &[String]) -> C
         Some(&(_, v)) if v > 0.0 => Ok(v),
         Some(&(_, v)) => Err(format!("capacity {v} is not positive")),
         None => Err("the capacity series has no finite value".into()),
+    }
+}
+
+/// Peer groups: the indices of the series sharing a value of
+/// `cluster_label` (series without it form one group), groups in order of
+/// first appearance. One pass over the series.
+pub fn peer_groups<'a>(
+    labels: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    cluster_label: &str,
+) -> Vec<Vec<usize>> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, l) in labels.into_iter().enumerate() {
+        let cluster = l.get(cluster_label).map_or("", String::as_str);
+        let g = *index.entry(cluster).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    groups
+}
+
+/// Smallest robust deviation when peers compare utilisation: one percentage
+/// point of capacity.
+pub const PEER_MIN_UTILISATION_DEVIATION: f64 = 0.01;
+
+/// Sets `peer_outlier` on the results of series unlike the other series of
+/// their cluster over the last `window_secs` ([`recent_peer_outliers`]). A
+/// group compares utilisation when every series in it has a capacity (nodes
+/// of different sizes are then still peers), raw usage otherwise. On
+/// utilisation a robust deviation is at least one percentage point, so in a
+/// cluster of idle nodes one at 3% is not called unlike the others at 1%.
+pub fn mark_peer_outliers(
+    results: &mut [SeriesResult],
+    inputs: &[(Series, Capacity)],
+    cluster_label: &str,
+    now: i64,
+    window_secs: i64,
+    threshold: f64,
+) {
+    let from = now - window_secs;
+    for group in peer_groups(inputs.iter().map(|(s, _)| &s.labels), cluster_label) {
+        let utilisation = group.iter().all(|&i| inputs[i].1.is_ok());
+        let windows: Vec<Vec<(i64, f64)>> = group
+            .iter()
+            .map(|&i| {
+                let (s, cap) = &inputs[i];
+                let scale = cap
+                    .as_ref()
+                    .ok()
+                    .filter(|_| utilisation)
+                    .copied()
+                    .unwrap_or(1.0);
+                s.points
+                    .iter()
+                    .filter(|p| p.0 > from)
+                    .map(|&(t, v)| (t, v / scale))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[(i64, f64)]> = windows.iter().map(Vec::as_slice).collect();
+        let min_deviation = if utilisation {
+            PEER_MIN_UTILISATION_DEVIATION
+        } else {
+            0.0
+        };
+        for (k, mut p) in recent_peer_outliers(&refs, now, window_secs, threshold, min_deviation) {
+            p.utilisation = utilisation;
+            results[group[k]].peer_outlier = Some(p);
+        }
     }
 }
 
@@ -163,6 +236,13 @@ pub async fn evaluate_model(
     };
     let name = model.name.clone();
     let anomaly = model.anomaly;
+    let peers = model.peers.then(|| {
+        (
+            model.peer_window.as_std().as_secs() as i64,
+            model.peer_threshold,
+        )
+    });
+    let cluster_label = cfg.cluster_label.clone();
     let results = tokio::task::spawn_blocking(move || {
         let mut r = forecast_many(&inputs, &params, keep_history, &|| {});
         for (x, (s, _)) in r.iter_mut().zip(&inputs) {
@@ -170,6 +250,9 @@ pub async fn evaluate_model(
             if anomaly {
                 x.anomaly_score = score_series(&s.points).into_iter().rev().flatten().next();
             }
+        }
+        if let Some((window, threshold)) = peers {
+            mark_peer_outliers(&mut r, &inputs, &cluster_label, now, window, threshold);
         }
         r
     })
@@ -246,5 +329,132 @@ mod tests {
             .unwrap()
             .contains("insufficient history"));
         assert_eq!(r[2].error.as_deref(), Some("no capacity"));
+    }
+
+    fn node(
+        cluster: Option<&str>,
+        instance: &str,
+        level: f64,
+        cap: Capacity,
+    ) -> (Series, Capacity) {
+        let mut labels: BTreeMap<String, String> =
+            [("instance".to_string(), instance.to_string())].into();
+        if let Some(c) = cluster {
+            labels.insert("cluster".into(), c.into());
+        }
+        let k = instance.len() as f64 + instance.bytes().map(f64::from).sum::<f64>();
+        let points = (0..48)
+            .map(|i| {
+                let noise = (((i as f64 + k) * 78.233).sin() * 43_758.545_3).fract();
+                (i * 300, level * (1.0 + 0.02 * noise))
+            })
+            .collect();
+        (Series::new(labels, points), cap)
+    }
+
+    fn outliers(inputs: &[(Series, Capacity)]) -> Vec<(String, PeerOutlierSummary)> {
+        let mut results: Vec<SeriesResult> = inputs
+            .iter()
+            .map(|(s, _)| SeriesResult {
+                name: s.name(),
+                labels: s.labels.clone(),
+                model: None,
+                error: None,
+                forecast: None,
+                history: Vec::new(),
+                anomaly_score: None,
+                peer_outlier: None,
+            })
+            .collect();
+        mark_peer_outliers(&mut results, inputs, "cluster", 47 * 300, 3600, 4.0);
+        results
+            .into_iter()
+            .filter_map(|r| {
+                let p = r.peer_outlier?;
+                Some((r.labels["instance"].clone(), (p.peers, p.utilisation)))
+            })
+            .collect()
+    }
+
+    type PeerOutlierSummary = (usize, bool);
+
+    #[test]
+    fn peer_groups_follow_the_cluster_label() {
+        let ls: Vec<BTreeMap<String, String>> = ["a", "b", "a", "", "c", "b"]
+            .iter()
+            .map(|c| {
+                if c.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    [("cluster".to_string(), c.to_string())].into()
+                }
+            })
+            .collect();
+        assert_eq!(
+            peer_groups(&ls, "cluster"),
+            vec![vec![0, 2], vec![1, 5], vec![3], vec![4]]
+        );
+        assert_eq!(peer_groups(&ls, "region"), vec![vec![0, 1, 2, 3, 4, 5]]);
+    }
+
+    #[test]
+    fn peers_are_compared_within_each_cluster_of_enough_series() {
+        let mut inputs = Vec::new();
+        // c1: five nodes, node-c1-3 at twice the others' usage.
+        for i in 0..5 {
+            let level = if i == 3 { 80.0 } else { 40.0 };
+            inputs.push(node(Some("c1"), &format!("node-c1-{i}"), level, Ok(100.0)));
+        }
+        // c2: three nodes, one far off, too few to call any of them unlike the rest.
+        for i in 0..3 {
+            let level = if i == 0 { 95.0 } else { 10.0 };
+            inputs.push(node(Some("c2"), &format!("node-c2-{i}"), level, Ok(100.0)));
+        }
+        // c3: one node four times the size of the others; each uses 40% of
+        // its own, so none stands out.
+        for i in 0..5 {
+            let cap = if i == 2 { 400.0 } else { 100.0 };
+            inputs.push(node(
+                Some("c3"),
+                &format!("node-c3-{i}"),
+                0.4 * cap,
+                Ok(cap),
+            ));
+        }
+        // c4: idle nodes at 1% of their CPUs, one at 3%: two points of
+        // capacity are not unlike, however tight the others are.
+        for i in 0..5 {
+            let level = if i == 4 { 3.0 } else { 1.0 };
+            inputs.push(node(Some("c4"), &format!("node-c4-{i}"), level, Ok(100.0)));
+        }
+        assert_eq!(
+            outliers(&inputs),
+            vec![("node-c1-3".to_string(), (5, true))]
+        );
+
+        // Interleaved order does not change the groups.
+        inputs.reverse();
+        assert_eq!(
+            outliers(&inputs),
+            vec![("node-c1-3".to_string(), (5, true))]
+        );
+
+        // Without every capacity, c3 compares raw usage: the large node
+        // (160 against 40) is now unlike its peers.
+        let mut raw = inputs.clone();
+        for (s, cap) in raw.iter_mut() {
+            if s.labels["instance"] == "node-c3-0" {
+                *cap = Err("no capacity series matches this usage series".into());
+            }
+        }
+        let got = outliers(&raw);
+        assert!(
+            got.contains(&("node-c3-2".to_string(), (5, false))),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("node-c1-3".to_string(), (5, true))),
+            "{got:?}"
+        );
     }
 }

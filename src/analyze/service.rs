@@ -48,6 +48,9 @@ pub struct AnalyzeMetrics {
     pub forecast_series: Family<ModelLabel, Counter>,
     /// `stormcast_forecast_at_risk{model}`: series predicted to exhaust.
     pub at_risk: Family<ModelLabel, Gauge>,
+    /// `stormcast_forecast_peer_outliers{model}`: series unlike their peers
+    /// (models with `peers: true`).
+    pub peer_outliers: Family<ModelLabel, Gauge>,
     /// `stormcast_history_query_failures_total{endpoint}`
     pub history_query_failures: Family<EndpointLabel, Counter>,
 }
@@ -70,6 +73,11 @@ impl AnalyzeMetrics {
             "forecast_at_risk",
             "Series predicted to reach capacity within their horizon",
             m.at_risk.clone(),
+        );
+        r.register(
+            "forecast_peer_outliers",
+            "Series unlike the other series of their model in their cluster",
+            m.peer_outliers.clone(),
         );
         r.register(
             "history_query_failures",
@@ -229,6 +237,14 @@ pub async fn run(
                     model: model.name.clone(),
                 })
                 .set(all.iter().filter(|r| r.at_risk()).count() as i64);
+            if model.peers {
+                metrics
+                    .peer_outliers
+                    .get_or_create(&ModelLabel {
+                        model: model.name.clone(),
+                    })
+                    .set(all.iter().filter(|r| r.peer_outlier.is_some()).count() as i64);
+            }
             let now = engine.lock().expect("engine lock").now();
             let alerts = state.update(model, &all, now);
             if alerts.is_empty() {
