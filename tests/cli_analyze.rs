@@ -303,3 +303,47 @@ fn forecast_method_controls_the_mstl_cross_check() {
         .iter()
         .all(|s| s.get("mstl").is_some()));
 }
+
+#[test]
+fn max_cross_checks_limits_the_mstl_fits_and_says_so() {
+    // At capacity 50, three nodes' upper bands reach it within the horizon
+    // (the fourth is already over it).
+    let run = |limit: &str| -> (serde_json::Value, String) {
+        let out = stormcast()
+            .args([
+                "forecast",
+                "--input",
+                &data("nodes_matrix.json"),
+                "--capacity",
+                "50",
+                "--output",
+                "json",
+                "--max-cross-checks",
+                limit,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (serde_json::from_slice(&out.stdout).unwrap(), err)
+    };
+    let count = |v: &serde_json::Value, key: &str| {
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s.get(key).is_some())
+            .count()
+    };
+    let (one, err) = run("1");
+    assert_eq!(count(&one, "mstl"), 1, "{one}");
+    assert_eq!(count(&one, "cross_check_skipped"), 2, "{one}");
+    assert!(
+        err.contains("MSTL cross-check on the 1 soonest of 3 at-risk series; skipped on 2"),
+        "{err}"
+    );
+    let (all, err) = run("0");
+    assert_eq!(count(&all, "mstl"), 3, "{all}");
+    assert_eq!(count(&all, "cross_check_skipped"), 0, "{all}");
+    assert!(!err.contains("MSTL cross-check"), "{err}");
+}

@@ -9,10 +9,10 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 
 use super::anomaly::{peer_outliers, score_series};
-use super::forecast::{CrossCheck, ForecastParams, Seasonality};
+use super::forecast::{CrossCheck, ForecastParams, Seasonality, DEFAULT_MAX_CROSS_CHECKS};
 use super::history::PromClient;
 use super::report::{fmt_lead, fmt_num, Report, SeriesResult};
-use super::run::{forecast_many, match_capacity, Capacity};
+use super::run::{forecast_many, match_capacity, Capacity, CrossCheckSummary};
 use super::series::{parse_csv, parse_input, parse_prom_response, Series};
 use crate::config::{PromDuration, Secret};
 
@@ -52,6 +52,11 @@ pub struct SourceArgs {
     /// on every series, its crossings as the headline.
     #[arg(long, default_value = "both", value_parser = ["envelope", "both", "mstl"])]
     pub method: String,
+    /// With --method both: at most this many at-risk series get the MSTL
+    /// cross-check, the soonest to exhaust first; the others keep the
+    /// envelope forecast (0: no limit).
+    #[arg(long, default_value_t = DEFAULT_MAX_CROSS_CHECKS)]
+    pub max_cross_checks: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -112,6 +117,7 @@ fn params(a: &SourceArgs) -> anyhow::Result<ForecastParams> {
         horizon_secs: horizon.as_std().as_secs() as i64,
         seasonality,
         cross_check,
+        max_cross_checks: a.max_cross_checks,
         ..Default::default()
     })
 }
@@ -222,16 +228,26 @@ fn progress(len: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn run_all(a: &SourceArgs, keep_history: usize) -> anyhow::Result<Report> {
+fn run_all(a: &SourceArgs, keep_history: usize) -> anyhow::Result<(Report, CrossCheckSummary)> {
     let p = params(a)?;
     let inputs = load_inputs(a)?;
     if inputs.is_empty() {
         bail!("the input has no series");
     }
     let bar = progress(inputs.len());
-    let results = forecast_many(&inputs, &p, keep_history, &|| bar.inc(1));
+    let (results, cross) = forecast_many(&inputs, &p, keep_history, &|| bar.inc(1));
     bar.finish_and_clear();
-    Ok(Report::new(Utc::now(), results))
+    Ok((Report::new(Utc::now(), results), cross))
+}
+
+/// The run's line about the limit on MSTL cross-checks, when it bound.
+fn cross_check_line(c: &CrossCheckSummary) -> Option<String> {
+    (c.skipped > 0).then(|| {
+        format!(
+            "MSTL cross-check on the {} soonest of {} at-risk series; skipped on {} (--max-cross-checks {})",
+            c.checked, c.wanted, c.skipped, c.limit
+        )
+    })
 }
 
 fn write_out(path: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
@@ -254,7 +270,7 @@ fn write_out(path: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
 /// why) unless every series failed.
 pub fn forecast_cmd(args: &ForecastArgs) -> anyhow::Result<ExitCode> {
     let keep = if args.output == "html" { 600 } else { 0 };
-    let report = run_all(&args.source, keep)?;
+    let (report, cross) = run_all(&args.source, keep)?;
     let text = match args.output.as_str() {
         "json" => report.to_json(),
         "html" => report.to_html(),
@@ -270,6 +286,9 @@ pub fn forecast_cmd(args: &ForecastArgs) -> anyhow::Result<ExitCode> {
     for s in report.series.iter().filter(|s| s.error.is_some()) {
         eprintln!("{}: {}", s.name, s.error.as_deref().unwrap_or_default());
     }
+    if let Some(line) = cross_check_line(&cross) {
+        eprintln!("{line}");
+    }
     Ok(if failed == report.series.len() {
         ExitCode::FAILURE
     } else {
@@ -279,7 +298,7 @@ pub fn forecast_cmd(args: &ForecastArgs) -> anyhow::Result<ExitCode> {
 
 /// `stormcast report`.
 pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = run_all(&args.source, 600)?;
+    let (report, cross) = run_all(&args.source, 600)?;
     let ext = args
         .output
         .extension()
@@ -298,6 +317,9 @@ pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         report.series.len(),
         report.at_risk().count()
     );
+    if let Some(line) = cross_check_line(&cross) {
+        eprintln!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

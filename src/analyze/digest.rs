@@ -31,7 +31,7 @@ use crate::store::Store;
 pub struct DigestConfig {
     /// Period of the schedule (at least 1m).
     pub every: PromDuration,
-    /// Time of day (`HH:MM`) the schedule is anchored to; slots are
+    /// Time of day (`HH:MM` or `HH:MM:SS`) the schedule is anchored to; slots are
     /// `at + k × every` counted from a Monday, in `location`.
     pub at: Option<String>,
     /// IANA time zone of `at`, e.g. `Europe/Berlin`. Default UTC.

@@ -55,7 +55,17 @@ pub struct ForecastParams {
     pub max_points: usize,
     /// Whether and where augurs' MSTL+AutoETS also runs.
     pub cross_check: CrossCheck,
+    /// With [`CrossCheck::Both`], at most this many series of one run get
+    /// the cross-check, the soonest to exhaust first (0: no limit). A run is
+    /// one `run::forecast_many` call; [`forecast`] of a single series
+    /// ignores it.
+    pub max_cross_checks: usize,
 }
+
+/// Default limit on MSTL cross-checks per run (`history.max_cross_checks`,
+/// `--max-cross-checks`): about 90 ms of CPU each, so a few seconds per run
+/// on two cores whatever the fleet's size.
+pub const DEFAULT_MAX_CROSS_CHECKS: usize = 100;
 
 /// Which forecasts run (`stormcast forecast --method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -81,6 +91,7 @@ impl Default for ForecastParams {
             seasonality: Seasonality::Auto,
             max_points: 97,
             cross_check: CrossCheck::Envelope,
+            max_cross_checks: DEFAULT_MAX_CROSS_CHECKS,
         }
     }
 }
@@ -138,12 +149,33 @@ pub struct Forecast {
     /// The MSTL+AutoETS cross-check, when it ran (see [`CrossCheck`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mstl: Option<super::baseline::MstlCheck>,
+    /// The series was at risk, but the run's limit on MSTL cross-checks went
+    /// to series that exhaust sooner: this is the envelope forecast alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cross_check_skipped: bool,
 }
 
 impl Forecast {
     /// Seconds from `now` to the predicted exhaustion.
     pub fn lead_secs(&self) -> Option<i64> {
         self.exhaustion_at.map(|t| (t - self.now).num_seconds())
+    }
+
+    /// Whether [`CrossCheck::Both`] fits MSTL+AutoETS on this envelope
+    /// forecast: its upper band reaches capacity within the horizon and the
+    /// series is not already exhausted.
+    pub fn wants_cross_check(&self) -> bool {
+        self.exhaustion_earliest.is_some() && self.method != Method::Exhausted
+    }
+
+    /// Adds the MSTL cross-check to this envelope forecast of `points`, as
+    /// [`CrossCheck::Both`] does inline (for runs that choose which series
+    /// get it; see `run::cross_check_most_urgent`).
+    pub fn cross_check(&mut self, points: &[(i64, f64)]) {
+        if self.wants_cross_check() {
+            let (pts, _) = clean(points);
+            super::baseline::merge_cross_check(&pts, self);
+        }
     }
 
     /// Usage as a fraction of capacity.
@@ -225,7 +257,7 @@ pub fn forecast(
     let mut f = forecast_clean(&pts, capacity, params, rep, notes);
     match params.cross_check {
         CrossCheck::Envelope => {}
-        CrossCheck::Both if f.exhaustion_earliest.is_none() => {}
+        CrossCheck::Both if !f.wants_cross_check() => {}
         CrossCheck::Both => super::baseline::merge_cross_check(&pts, &mut f),
         CrossCheck::Mstl => super::baseline::mstl_headline(&pts, &mut f),
     }
@@ -258,6 +290,7 @@ fn exhausted(
         points: Vec::new(),
         notes,
         mstl: None,
+        cross_check_skipped: false,
     }
 }
 
@@ -419,6 +452,7 @@ fn forecast_clean(
         points,
         notes,
         mstl: None,
+        cross_check_skipped: false,
     }
 }
 

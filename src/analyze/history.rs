@@ -34,6 +34,11 @@ pub struct HistoryConfig {
     pub retries: u32,
     /// Label carrying the cluster name on a global endpoint.
     pub cluster_label: String,
+    /// Most series given the MSTL+AutoETS cross-check per forecasting run
+    /// (every model due, on every endpoint), the soonest to exhaust first;
+    /// the other at-risk series keep their envelope forecast and say the
+    /// cross-check was skipped. 0: no limit.
+    pub max_cross_checks: usize,
 }
 
 impl Default for HistoryConfig {
@@ -46,6 +51,7 @@ impl Default for HistoryConfig {
             max_points_per_request: 11_000,
             retries: 2,
             cluster_label: "cluster".into(),
+            max_cross_checks: super::forecast::DEFAULT_MAX_CROSS_CHECKS,
         }
     }
 }

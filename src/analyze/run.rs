@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::anomaly::{recent_peer_outliers, score_series};
-use super::forecast::{forecast, CrossCheck, ForecastParams};
+use super::forecast::{forecast, CrossCheck, Forecast, ForecastParams};
 use super::history::{HistoryConfig, HistoryError, PromClient};
 use super::models::ModelDef;
 use super::report::{downsample, SeriesResult};
@@ -16,7 +17,129 @@ pub type Capacity = Result<f64, String>;
 
 /// Forecasts every series on all available cores. `on_done` is called once
 /// per finished series (for a progress bar). Results keep input order.
+///
+/// With [`CrossCheck::Both`] every envelope forecast is made first, then the
+/// MSTL cross-check runs on at most `params.max_cross_checks` at-risk series,
+/// the soonest to exhaust first (see [`cross_check_most_urgent`]).
 pub fn forecast_many(
+    inputs: &[(Series, Capacity)],
+    params: &ForecastParams,
+    keep_history: usize,
+    on_done: &(dyn Fn() + Sync),
+) -> (Vec<SeriesResult>, CrossCheckSummary) {
+    let both = params.cross_check == CrossCheck::Both;
+    let envelope = ForecastParams {
+        cross_check: if both {
+            CrossCheck::Envelope
+        } else {
+            params.cross_check
+        },
+        ..params.clone()
+    };
+    let mut results = forecast_each(inputs, &envelope, keep_history, on_done);
+    let summary = if both {
+        let jobs = results
+            .iter_mut()
+            .zip(inputs)
+            .filter_map(|(r, (s, _))| r.forecast.as_mut().map(|f| (s.points.as_slice(), f)))
+            .collect();
+        cross_check_most_urgent(jobs, params.max_cross_checks)
+    } else {
+        CrossCheckSummary::default()
+    };
+    (results, summary)
+}
+
+/// What the MSTL cross-check did in one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CrossCheckSummary {
+    /// At-risk series that wanted it ([`Forecast::wants_cross_check`]).
+    pub wanted: usize,
+    /// Series it ran on.
+    pub checked: usize,
+    /// Series left with the envelope forecast alone because of the limit.
+    pub skipped: usize,
+    /// The limit applied (0: none).
+    pub limit: usize,
+}
+
+/// The order in which at-risk forecasts get the cross-check: the soonest
+/// median exhaustion first (series whose median does not cross come after
+/// all that do), then the soonest earliest plausible exhaustion, then
+/// position. A total order, so the choice never depends on which worker
+/// finished first.
+pub fn urgency_order(forecasts: &[&Forecast]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..forecasts.len()).collect();
+    order.sort_by_key(|&i| {
+        let f = forecasts[i];
+        (
+            f.exhaustion_at.is_none(),
+            f.exhaustion_at,
+            f.exhaustion_earliest.is_none(),
+            f.exhaustion_earliest,
+            i,
+        )
+    });
+    order
+}
+
+/// Runs the MSTL cross-check, on all cores, on the `limit` most urgent
+/// (see [`urgency_order`]; 0: all) of the envelope forecasts in `jobs` that
+/// want it, each with its usage samples. The others that want it keep the
+/// envelope forecast, marked `cross_check_skipped` with a note; forecasts
+/// that do not want it are left alone.
+pub fn cross_check_most_urgent(
+    jobs: Vec<(&[(i64, f64)], &mut Forecast)>,
+    limit: usize,
+) -> CrossCheckSummary {
+    let wanted: Vec<(&[(i64, f64)], &mut Forecast)> = jobs
+        .into_iter()
+        .filter(|(_, f)| f.wants_cross_check())
+        .collect();
+    let order = urgency_order(&wanted.iter().map(|(_, f)| &**f).collect::<Vec<_>>());
+    let n = wanted.len();
+    let take = if limit == 0 { n } else { limit.min(n) };
+    let mut slots: Vec<Option<_>> = wanted.into_iter().map(Some).collect();
+    let mut ordered: Vec<(&[(i64, f64)], &mut Forecast)> =
+        order.iter().filter_map(|&i| slots[i].take()).collect();
+    let skipped = ordered.split_off(take);
+    for (_, f) in skipped {
+        f.cross_check_skipped = true;
+        f.notes.push(format!(
+            "MSTL cross-check skipped: this run's limit of {limit} went to series that exhaust sooner"
+        ));
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(take)
+        .max(1);
+    let queue = Mutex::new(ordered.into_iter());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let job = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    let Some((points, f)) = job else { break };
+                    f.cross_check(points);
+                })
+            })
+            .collect();
+        for h in handles {
+            // A fit that panicked leaves its forecast as the envelope made it.
+            let _ = h.join();
+        }
+    });
+    CrossCheckSummary {
+        wanted: n,
+        checked: take,
+        skipped: n - take,
+        limit,
+    }
+}
+
+/// The envelope (or `params.cross_check`) forecast of every series, each on
+/// its own, on all cores.
+fn forecast_each(
     inputs: &[(Series, Capacity)],
     params: &ForecastParams,
     keep_history: usize,
@@ -197,6 +320,16 @@ pub fn mark_peer_outliers(
     }
 }
 
+/// One model evaluated against one endpoint, envelope forecasts only: the
+/// MSTL cross-check is chosen across the whole run (see
+/// [`cross_check_most_urgent`]).
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub results: Vec<SeriesResult>,
+    /// Usage samples of the results (by index) that want the cross-check.
+    pub pending: Vec<(usize, Vec<(i64, f64)>)>,
+}
+
 /// Reads a model's usage history and capacity from one endpoint and
 /// forecasts every series. History errors fail the whole evaluation (the
 /// caller counts and logs them); per-series problems are in the results.
@@ -206,7 +339,7 @@ pub async fn evaluate_model(
     cfg: &HistoryConfig,
     now: i64,
     keep_history: usize,
-) -> Result<Vec<SeriesResult>, HistoryError> {
+) -> Result<Evaluation, HistoryError> {
     let lookback = model.lookback.unwrap_or(cfg.lookback).as_std();
     let step = cfg.step_for(lookback).as_secs() as i64;
     let start = now - lookback.as_secs() as i64;
@@ -231,7 +364,7 @@ pub async fn evaluate_model(
     let params = ForecastParams {
         horizon_secs: model.horizon.as_std().as_secs() as i64,
         seasonality: model.seasonality,
-        cross_check: CrossCheck::Both,
+        cross_check: CrossCheck::Envelope,
         ..Default::default()
     };
     let name = model.name.clone();
@@ -243,8 +376,8 @@ pub async fn evaluate_model(
         )
     });
     let cluster_label = cfg.cluster_label.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        let mut r = forecast_many(&inputs, &params, keep_history, &|| {});
+    let evaluation = tokio::task::spawn_blocking(move || {
+        let (mut r, _) = forecast_many(&inputs, &params, keep_history, &|| {});
         for (x, (s, _)) in r.iter_mut().zip(&inputs) {
             x.model = Some(name.clone());
             if anomaly {
@@ -254,14 +387,24 @@ pub async fn evaluate_model(
         if let Some((window, threshold)) = peers {
             mark_peer_outliers(&mut r, &inputs, &cluster_label, now, window, threshold);
         }
-        r
+        let pending = r
+            .iter()
+            .zip(inputs)
+            .enumerate()
+            .filter(|(_, (x, _))| x.forecast.as_ref().is_some_and(Forecast::wants_cross_check))
+            .map(|(i, (_, (s, _)))| (i, s.points))
+            .collect();
+        Evaluation {
+            results: r,
+            pending,
+        }
     })
     .await
     .map_err(|e| HistoryError::Response {
         url: String::new(),
         error: format!("forecast task failed: {e}"),
     })?;
-    Ok(results)
+    Ok(evaluation)
 }
 
 #[cfg(test)]
@@ -305,6 +448,140 @@ mod tests {
             .contains("not positive"));
     }
 
+    /// 12 h of 5-minute samples climbing 2 per hour to `lead_h` hours from
+    /// capacity 100 (with a little deterministic noise).
+    fn leak(lead_h: f64) -> Series {
+        let now = 100.0 - 2.0 * lead_h;
+        let points = (0..144)
+            .map(|k| {
+                let ago = (143 - k) as f64 / 12.0;
+                let noise = ((k as f64 * 12.9898).sin() * 43_758.545_3).fract() * 0.2;
+                (1_700_000_000 + k * 300, now - 2.0 * ago + noise)
+            })
+            .collect();
+        Series::new([("lead".to_string(), format!("{lead_h}"))].into(), points)
+    }
+
+    fn both(limit: usize) -> ForecastParams {
+        ForecastParams {
+            cross_check: CrossCheck::Both,
+            max_cross_checks: limit,
+            ..Default::default()
+        }
+    }
+
+    /// At-risk leaks out of urgency order, one safe series and one already
+    /// full.
+    fn fleet() -> Vec<(Series, Capacity)> {
+        let mut v: Vec<(Series, Capacity)> = [14.0, 2.0, 20.0, 5.0, 9.0]
+            .iter()
+            .map(|&h| (leak(h), Ok(100.0)))
+            .collect();
+        v.push((leak(10.0), Ok(1e6)));
+        v.push((leak(10.0), Ok(50.0)));
+        v
+    }
+
+    fn checked(r: &[SeriesResult]) -> Vec<String> {
+        r.iter()
+            .filter(|r| r.forecast.as_ref().is_some_and(|f| f.mstl.is_some()))
+            .map(|r| r.labels["lead"].clone())
+            .collect()
+    }
+
+    fn skipped(r: &[SeriesResult]) -> Vec<String> {
+        r.iter()
+            .filter(|r| r.forecast.as_ref().is_some_and(|f| f.cross_check_skipped))
+            .map(|r| r.labels["lead"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_cross_check_limit_goes_to_the_soonest_exhaustions() {
+        let inputs = fleet();
+        let (r, sum) = forecast_many(&inputs, &both(2), 0, &|| {});
+        assert_eq!(
+            sum,
+            CrossCheckSummary {
+                wanted: 5,
+                checked: 2,
+                skipped: 3,
+                limit: 2
+            }
+        );
+        // Input order is kept; the two soonest (2 h, 5 h) were checked.
+        assert_eq!(checked(&r), ["2", "5"]);
+        assert_eq!(skipped(&r), ["14", "20", "9"]);
+        for s in r.iter().filter_map(|r| r.forecast.as_ref()) {
+            if s.cross_check_skipped {
+                assert!(s.mstl.is_none());
+                assert!(
+                    s.notes.iter().any(|n| n.contains("cross-check skipped")),
+                    "{:?}",
+                    s.notes
+                );
+            }
+        }
+        // The safe and the full series neither count nor are marked.
+        for x in &r[5..] {
+            let f = x.forecast.as_ref().unwrap();
+            assert!(f.mstl.is_none() && !f.cross_check_skipped);
+        }
+        let json = serde_json::to_value(&r[2]).unwrap();
+        assert_eq!(json["cross_check_skipped"], true, "{json}");
+        let json = serde_json::to_value(&r[1]).unwrap();
+        assert!(json.get("cross_check_skipped").is_none(), "{json}");
+        // The same choice on every run, whatever the scheduling.
+        for _ in 0..3 {
+            let (again, s2) = forecast_many(&inputs, &both(2), 0, &|| {});
+            assert_eq!(s2, sum);
+            let a: Vec<_> = again.iter().map(|x| x.forecast.clone()).collect();
+            let b: Vec<_> = r.iter().map(|x| x.forecast.clone()).collect();
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_matches_the_inline_cross_check() {
+        let inputs = fleet();
+        let (r, sum) = forecast_many(&inputs, &both(0), 0, &|| {});
+        assert_eq!((sum.wanted, sum.checked, sum.skipped), (5, 5, 0));
+        assert_eq!(checked(&r), ["14", "2", "20", "5", "9"]);
+        assert!(skipped(&r).is_empty());
+        // A limit at or above the number at risk does not bind either.
+        assert_eq!(forecast_many(&inputs, &both(5), 0, &|| {}).1.skipped, 0);
+        // Two phases give exactly what forecasting each series alone does.
+        for (x, (s, cap)) in r.iter().zip(&inputs) {
+            let alone = forecast(&s.points, *cap.as_ref().unwrap(), &both(1)).unwrap();
+            assert_eq!(x.forecast.as_ref(), Some(&alone));
+        }
+        // Envelope only: nothing wanted, nothing marked.
+        let (r, sum) = forecast_many(&inputs, &ForecastParams::default(), 0, &|| {});
+        assert_eq!(sum, CrossCheckSummary::default());
+        assert!(checked(&r).is_empty() && skipped(&r).is_empty());
+    }
+
+    #[test]
+    fn urgency_is_the_median_crossing_then_the_earliest_then_position() {
+        let base = forecast(&leak(5.0).points, 100.0, &ForecastParams::default()).unwrap();
+        let at = |mid: Option<i64>, early: i64| {
+            let mut f = base.clone();
+            f.exhaustion_at = mid.map(|h| f.now + chrono::Duration::hours(h));
+            f.exhaustion_earliest = Some(f.now + chrono::Duration::hours(early));
+            f
+        };
+        let fs = [
+            at(None, 1),
+            at(Some(8), 6),
+            at(Some(3), 2),
+            at(Some(8), 5),
+            at(None, 1),
+            at(Some(3), 2),
+        ];
+        let refs: Vec<&Forecast> = fs.iter().collect();
+        assert_eq!(urgency_order(&refs), [2, 5, 3, 1, 0, 4]);
+    }
+
     #[test]
     fn many_series_keep_order_and_report_errors() {
         let good: Vec<(i64, f64)> = (0..100).map(|i| (i * 300, i as f64)).collect();
@@ -317,7 +594,7 @@ mod tests {
             ),
         ];
         let done = AtomicUsize::new(0);
-        let r = forecast_many(&inputs, &ForecastParams::default(), 10, &|| {
+        let (r, _) = forecast_many(&inputs, &ForecastParams::default(), 10, &|| {
             done.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(done.load(Ordering::Relaxed), 3);

@@ -15,10 +15,11 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use super::alerts::{delivery, webhook_body, PredictiveState};
+use super::forecast::Forecast;
 use super::history::{HistoryConfig, PromClient};
 use super::models::ModelDef;
 use super::report::{Report, SeriesResult};
-use super::run::evaluate_model;
+use super::run::{cross_check_most_urgent, evaluate_model};
 use super::PREDICTIVE_SOURCE;
 use crate::engine::Engine;
 use crate::store::{JournalEntry, Store};
@@ -53,6 +54,12 @@ pub struct AnalyzeMetrics {
     pub peer_outliers: Family<ModelLabel, Gauge>,
     /// `stormcast_history_query_failures_total{endpoint}`
     pub history_query_failures: Family<EndpointLabel, Counter>,
+    /// `stormcast_forecast_cross_checks_total{model}`: at-risk series given
+    /// the MSTL cross-check.
+    pub cross_checks: Family<ModelLabel, Counter>,
+    /// `stormcast_forecast_cross_checks_skipped_total{model}`: at-risk
+    /// series left without it by `history.max_cross_checks`.
+    pub cross_checks_skipped: Family<ModelLabel, Counter>,
 }
 
 impl AnalyzeMetrics {
@@ -83,6 +90,16 @@ impl AnalyzeMetrics {
             "history_query_failures",
             "Metric history queries that failed after retries",
             m.history_query_failures.clone(),
+        );
+        r.register(
+            "forecast_cross_checks",
+            "At-risk series given the MSTL+AutoETS cross-check",
+            m.cross_checks.clone(),
+        );
+        r.register(
+            "forecast_cross_checks_skipped",
+            "At-risk series left without the MSTL cross-check by history.max_cross_checks",
+            m.cross_checks_skipped.clone(),
         );
         m
     }
@@ -195,15 +212,19 @@ pub async fn run(
             _ = tokio::time::sleep_until(next) => {}
         }
         let t = Instant::now();
+        let mut evaluated = Vec::new();
+        // Usage samples of this run's at-risk series.
+        let mut pending: Vec<(SeriesAt, Samples)> = Vec::new();
         for (mi, model) in models.iter().enumerate() {
             if due[mi] > t {
                 continue;
             }
             due[mi] = t + model.interval.as_std().max(Duration::from_secs(30));
+            evaluated.push(mi);
             for (ci, client) in clients.iter().enumerate() {
                 let now = engine.lock().expect("engine lock").now();
                 match evaluate_model(client, model, &cfg, now.timestamp(), CHART_POINTS).await {
-                    Ok(results) => {
+                    Ok(ev) => {
                         let label = ModelLabel {
                             model: model.name.clone(),
                         };
@@ -211,8 +232,9 @@ pub async fn run(
                         metrics
                             .forecast_series
                             .get_or_create(&label)
-                            .inc_by(results.len() as u64);
-                        latest.insert((mi, ci), results);
+                            .inc_by(ev.results.len() as u64);
+                        pending.extend(ev.pending.into_iter().map(|(i, p)| ((mi, ci, i), p)));
+                        latest.insert((mi, ci), ev.results);
                     }
                     Err(e) => {
                         metrics
@@ -226,6 +248,17 @@ pub async fn run(
                     }
                 }
             }
+        }
+        cross_check_run(
+            &mut latest,
+            pending,
+            &models,
+            cfg.max_cross_checks,
+            &metrics,
+        )
+        .await;
+        for &mi in &evaluated {
+            let model = &models[mi];
             let all: Vec<SeriesResult> = latest
                 .iter()
                 .filter(|((m, _), _)| *m == mi)
@@ -258,6 +291,73 @@ pub async fn run(
         );
         let store2 = store.clone();
         let _ = tokio::task::spawn_blocking(move || store_report(&store2, &report)).await;
+    }
+}
+
+/// Where a series' result is kept: (model, endpoint, index in the results).
+type SeriesAt = (usize, usize, usize);
+type Samples = Vec<(i64, f64)>;
+
+/// The MSTL cross-check for one run: the `limit` (0: all) at-risk series
+/// of every model evaluated that exhaust soonest get it, the others keep
+/// their envelope forecast marked skipped. Counted per model and logged.
+async fn cross_check_run(
+    latest: &mut BTreeMap<(usize, usize), Vec<SeriesResult>>,
+    pending: Vec<(SeriesAt, Samples)>,
+    models: &[ModelDef],
+    limit: usize,
+    metrics: &AnalyzeMetrics,
+) {
+    let jobs: Vec<(SeriesAt, Samples, Forecast)> = pending
+        .into_iter()
+        .filter_map(|(at, points)| {
+            let f = latest.get(&(at.0, at.1))?.get(at.2)?.forecast.clone()?;
+            Some((at, points, f))
+        })
+        .collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let (jobs, summary) = match tokio::task::spawn_blocking(move || {
+        let mut jobs = jobs;
+        let summary = cross_check_most_urgent(
+            jobs.iter_mut().map(|(_, p, f)| (p.as_slice(), f)).collect(),
+            limit,
+        );
+        (jobs, summary)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // The report keeps the envelope forecasts.
+            tracing::error!(error = %e, "MSTL cross-check task failed");
+            return;
+        }
+    };
+    for ((mi, ci, i), _, f) in jobs {
+        let label = ModelLabel {
+            model: models[mi].name.clone(),
+        };
+        if f.cross_check_skipped {
+            metrics.cross_checks_skipped.get_or_create(&label).inc();
+        } else {
+            metrics.cross_checks.get_or_create(&label).inc();
+        }
+        if let Some(r) = latest.get_mut(&(mi, ci)).and_then(|r| r.get_mut(i)) {
+            r.forecast = Some(f);
+        }
+    }
+    if summary.skipped > 0 {
+        tracing::info!(
+            at_risk = summary.wanted,
+            checked = summary.checked,
+            skipped = summary.skipped,
+            limit = summary.limit,
+            "MSTL cross-check limit reached: the soonest exhaustions were cross-checked, the others keep the envelope forecast (history.max_cross_checks)"
+        );
+    } else {
+        tracing::debug!(checked = summary.checked, "MSTL cross-check done");
     }
 }
 
