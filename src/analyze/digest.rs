@@ -70,7 +70,7 @@ impl DigestConfig {
             if parse_at(at).is_none() {
                 errs.push(
                     format!("{path}.at"),
-                    format!("{at:?} is not a time of day (HH:MM)"),
+                    format!("{at:?} is not a time of day (HH:MM or HH:MM:SS)"),
                 );
             }
         }
