@@ -1007,7 +1007,18 @@ impl Correlator {
                 return true;
             }
         }
-        let first = &self.slot_data[moved[0]];
+        // Named after its first alert, like any incident; should that name
+        // be taken (the same alert split off twice at one instant), after
+        // the next one's.
+        let pick = moved
+            .iter()
+            .copied()
+            .find(|s| {
+                let id = incident_id(self.slot_data[*s].fp, now);
+                !self.open.contains_key(&id) && !self.merged.contains_key(&id)
+            })
+            .unwrap_or(moved[0]);
+        let first = &self.slot_data[pick];
         let new_id = incident_id(first.fp, now);
         let lead = &alerts[alerts
             .iter()
