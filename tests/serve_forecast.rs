@@ -265,6 +265,13 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         .await
         .unwrap();
     assert!(html.contains("<svg"));
+    // The report shows node-c against its cluster's median, and no other node.
+    let peers = &html[html.find("Unlike their peers").expect("a peer section")..];
+    assert!(peers.contains("node-c"), "{peers}");
+    assert!(
+        !peers.contains("node-x") && !peers.contains("node-a"),
+        "{peers}"
+    );
     let r = http
         .get(format!("{base}/api/v1/report?format=pdf"))
         .send()

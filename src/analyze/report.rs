@@ -1,6 +1,7 @@
 //! The forecasting report: every at-risk resource sorted by time to
 //! exhaustion, each with an SVG chart (history, forecast, 95% band, capacity
-//! line, predicted exhaustion), rendered as HTML, Markdown or JSON.
+//! line, predicted exhaustion), and the series unlike their peers, each with
+//! a bar against its cluster's median; rendered as HTML, Markdown or JSON.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -95,6 +96,22 @@ impl Report {
         self.series.iter().filter(|s| s.at_risk())
     }
 
+    /// Series unlike their peers (models with `peers: true`), the furthest
+    /// from their cluster's median first.
+    pub fn peer_outliers(&self) -> Vec<(&SeriesResult, &PeerOutlier)> {
+        let mut v: Vec<(&SeriesResult, &PeerOutlier)> = self
+            .series
+            .iter()
+            .filter_map(|s| Some((s, s.peer_outlier.as_ref()?)))
+            .collect();
+        v.sort_by(|a, b| {
+            b.1.score
+                .total_cmp(&a.1.score)
+                .then_with(|| a.0.name.cmp(&b.0.name))
+        });
+        v
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
@@ -139,6 +156,29 @@ impl Report {
                     );
                 }
                 (None, None) => {}
+            }
+        }
+        let peers = self.peer_outliers();
+        if !peers.is_empty() {
+            let _ = writeln!(out, "\n## Unlike their peers\n");
+            let _ = writeln!(
+                out,
+                "| Series | Value | Cluster median | vs median | Robust deviations | Outlying | Peers | Window |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            for (s, p) in peers {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} | {} | {:.1} | {:.0}% | {} | {} |",
+                    s.name.replace('|', "\\|"),
+                    peer_value(p, p.value),
+                    peer_value(p, p.peer_median),
+                    peer_ratio(p),
+                    p.score,
+                    100.0 * p.outlying,
+                    p.peers,
+                    fmt_lead(p.window_secs)
+                );
             }
         }
         out
@@ -206,9 +246,69 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}}td.n{{text-
             }
             out.push_str("</div>");
         }
+        let peers = self.peer_outliers();
+        if !peers.is_empty() {
+            out.push_str("<h2>Unlike their peers</h2><table class=peers><tr><th>Series</th><th>Value against its cluster's median</th><th>Value</th><th>Cluster median</th><th>vs median</th><th>Robust deviations</th><th>Outlying</th><th>Peers</th><th>Window</th></tr>");
+            for (s, p) in peers {
+                let _ = write!(
+                    out,
+                    "<tr><td><code>{}</code></td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td><td class=n>{:.0}%</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                    esc(&s.name),
+                    peer_bar_svg(p),
+                    peer_value(p, p.value),
+                    peer_value(p, p.peer_median),
+                    peer_ratio(p),
+                    p.score,
+                    100.0 * p.outlying,
+                    p.peers,
+                    fmt_lead(p.window_secs)
+                );
+            }
+            out.push_str("</table>");
+        }
         out.push_str("</body></html>\n");
         out
     }
+}
+
+/// A peer comparison's value: a share of capacity when compared as
+/// utilisation, the raw value otherwise.
+fn peer_value(p: &PeerOutlier, v: f64) -> String {
+    if p.utilisation {
+        format!("{:.1}%", 100.0 * v)
+    } else {
+        fmt_num(v)
+    }
+}
+
+/// The value as a multiple of the cluster's median.
+fn peer_ratio(p: &PeerOutlier) -> String {
+    if p.peer_median.abs() > f64::EPSILON {
+        format!("{:.1}×", p.value / p.peer_median)
+    } else {
+        "—".to_owned()
+    }
+}
+
+/// Two bars on one scale: the series (red) and its cluster's median (grey).
+fn peer_bar_svg(p: &PeerOutlier) -> String {
+    const W: f64 = 160.0;
+    let top = p.value.abs().max(p.peer_median.abs());
+    let scale = if top > 0.0 && top.is_finite() {
+        W / top
+    } else {
+        0.0
+    };
+    let bar = |v: f64| (v.abs() * scale).clamp(0.0, W);
+    format!(
+        "<svg width=\"{W}\" height=\"22\" role=\"img\"><title>{} against a cluster median of {}</title>\
+<rect x=\"0\" y=\"2\" width=\"{:.1}\" height=\"8\" fill=\"#b00020\"/>\
+<rect x=\"0\" y=\"12\" width=\"{:.1}\" height=\"8\" fill=\"#999\"/></svg>",
+        esc(&peer_value(p, p.value)),
+        esc(&peer_value(p, p.peer_median)),
+        bar(p.value),
+        bar(p.peer_median)
+    )
 }
 
 fn interval_text(f: &Forecast) -> String {
@@ -402,6 +502,47 @@ mod tests {
             anomaly_score: None,
             peer_outlier: None,
         }
+    }
+
+    #[test]
+    fn series_unlike_their_peers_get_their_own_section_furthest_first() {
+        let outlier = |score: f64, value: f64| PeerOutlier {
+            value,
+            peer_median: 0.2,
+            peers: 6,
+            score,
+            outlying: 0.9,
+            window_secs: 3600,
+            utilisation: true,
+        };
+        let plain = Report::new(Utc::now(), vec![result("quiet", 0.0)]);
+        assert!(!plain.to_markdown().contains("Unlike their peers"));
+        assert!(!plain.to_html().contains("Unlike their peers"));
+        let mut near = result("node-a|mem", 0.0);
+        near.peer_outlier = Some(outlier(5.0, 0.5));
+        let mut far = result("node-b<mem>", 0.0);
+        far.peer_outlier = Some(outlier(9.0, 0.8));
+        let r = Report::new(Utc::now(), vec![near, far, result("quiet", 0.0)]);
+        let md = r.to_markdown();
+        let section = &md[md.find("## Unlike their peers").expect("section")..];
+        assert!(section.find("node-b").unwrap() < section.find("node-a").unwrap());
+        assert!(
+            section.contains("| `node-b<mem>` | 80.0% | 20.0% | 4.0× | 9.0 | 90% | 6 | 1h00m |")
+        );
+        assert!(section.contains("`node-a\\|mem`"));
+        assert!(!section.contains("quiet"));
+        let html = r.to_html();
+        let section = &html[html.find("Unlike their peers").expect("section")..];
+        assert_eq!(section.matches("<svg").count(), 2, "a bar per outlier");
+        assert!(section.contains("node-b&lt;mem&gt;"));
+        assert!(
+            section.contains("width=\"160.0\""),
+            "the furthest fills the bar"
+        );
+        assert!(
+            section.contains("width=\"40.0\""),
+            "its median at a quarter"
+        );
     }
 
     #[test]
