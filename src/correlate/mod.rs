@@ -1020,10 +1020,12 @@ impl Correlator {
             .unwrap_or(moved[0]);
         let first = &self.slot_data[pick];
         let new_id = incident_id(first.fp, now);
-        let lead = &alerts[alerts
+        let lead = alerts
             .iter()
-            .position(|a| a.fingerprint == first.fp)
-            .unwrap_or(0)];
+            .find(|a| a.fingerprint == first.fp)
+            .or(alerts.first())
+            .map(|a| a.labels.clone())
+            .unwrap_or_default();
         let incident = Incident {
             id: new_id.clone(),
             opened_at: now,
@@ -1032,7 +1034,7 @@ impl Correlator {
             candidates: Vec::new(),
             root_cause: RootCause {
                 fingerprint: Some(first.fp),
-                labels: lead.labels.clone(),
+                labels: lead,
                 entity: self.ents[first.primary as usize].entity.clone(),
                 explanation: String::new(),
                 score: 1.0,
@@ -2087,6 +2089,86 @@ impl Correlator {
             .retain(|i| i.resolved_at.is_none_or(|t| t >= cutoff));
         let kept: HashSet<&str> = self.closed.iter().map(|i| i.id.as_str()).collect();
         self.merged.retain(|gone, _| kept.contains(gone.as_str()));
+    }
+}
+
+#[cfg(test)]
+impl Correlator {
+    /// Checks that open incidents, the union-find, the recorded links and
+    /// the alert index agree: each open incident is one component, joined
+    /// by its links, holding exactly its members.
+    fn check_consistency(&mut self) -> Result<(), String> {
+        let ids: Vec<String> = self.open.keys().cloned().collect();
+        for id in ids {
+            let slots = self.open[&id].slots.clone();
+            let alerts: HashSet<Fingerprint> = self.open[&id]
+                .incident
+                .alerts
+                .iter()
+                .map(|a| a.fingerprint)
+                .collect();
+            let Some(&first) = slots.first() else {
+                return Err(format!("{id} has no members"));
+            };
+            if alerts.len() != slots.len() {
+                return Err(format!(
+                    "{id}: {} alerts, {} slots",
+                    alerts.len(),
+                    slots.len()
+                ));
+            }
+            let root = self.find(first);
+            if self.comp_inc.get(&root) != Some(&id) {
+                return Err(format!(
+                    "{id}: its component names {:?}",
+                    self.comp_inc.get(&root)
+                ));
+            }
+            if self.slot_data[root].size as usize != slots.len() {
+                return Err(format!(
+                    "{id}: component of {} for {} members",
+                    self.slot_data[root].size,
+                    slots.len()
+                ));
+            }
+            for s in &slots {
+                let fp = self.slot_data[*s].fp;
+                if self.find(*s) != root || !alerts.contains(&fp) {
+                    return Err(format!("{id}: member {fp} is elsewhere"));
+                }
+                if self.by_alert.get(&fp) != Some(&(id.clone(), *s)) {
+                    return Err(format!(
+                        "{id}: {fp} indexed as {:?}",
+                        self.by_alert.get(&fp)
+                    ));
+                }
+            }
+            // The links join exactly the members.
+            let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
+            for &(a, b) in self.edges.get(&root).into_iter().flatten() {
+                adj.entry(a).or_default().push(b);
+                adj.entry(b).or_default().push(a);
+            }
+            let mut seen: HashSet<usize> = HashSet::default();
+            let mut stack = vec![first];
+            seen.insert(first);
+            while let Some(x) = stack.pop() {
+                for y in adj.get(&x).into_iter().flatten() {
+                    if seen.insert(*y) {
+                        stack.push(*y);
+                    }
+                }
+            }
+            let members: HashSet<usize> = slots.iter().copied().collect();
+            if seen != members {
+                return Err(format!(
+                    "{id}: links reach {} of {} members",
+                    seen.len(),
+                    members.len()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -880,3 +880,120 @@ fn a_replica_count_moves_to_the_pod_that_failed_closer_to_it() {
     assert_ne!(open_incident_of(&c, &n1).id, open_incident_of(&c, &n2).id);
     assert_eq!(open_incident_of(&c, &n1).alerts.len(), 2);
 }
+
+/// What `any_storm` can send: alerts on the test topology and a declared
+/// dependency, by kind.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Node(usize),
+    Pod(usize),
+    WebMismatch,
+    CheckoutErrors,
+    AuthMismatch,
+}
+
+fn storm_alert(kind: Kind, starts: i64) -> AlertState {
+    const PODS: [&str; 4] = [
+        "web-5d8f7c9b4-aaaaa",
+        "web-5d8f7c9b4-bbbbb",
+        "api-6c7d8e9f5-ccccc",
+        "db-0",
+    ];
+    match kind {
+        Kind::Node(n) => node(["n1", "n2", "n3"][n % 3], starts),
+        Kind::Pod(p) => pod(PODS[p % 4], starts),
+        Kind::WebMismatch => web_replicas_mismatch(starts),
+        Kind::CheckoutErrors => alert(
+            "c1",
+            &[
+                ("alertname", "ServiceErrorRateHigh"),
+                ("namespace", "shop"),
+                ("service", "checkout"),
+            ],
+            starts,
+        ),
+        Kind::AuthMismatch => alert(
+            "c9",
+            &[
+                ("alertname", "KubeDeploymentReplicasMismatch"),
+                ("namespace", "identity"),
+                ("deployment", "auth"),
+            ],
+            starts,
+        ),
+    }
+}
+
+fn any_kind() -> impl proptest::strategy::Strategy<Value = Kind> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0usize..3).prop_map(Kind::Node),
+        (0usize..4).prop_map(Kind::Pod),
+        Just(Kind::WebMismatch),
+        Just(Kind::CheckoutErrors),
+        Just(Kind::AuthMismatch),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Storms on one small topology, in any arrival order, with resolutions
+    /// and time passing: whatever links are made and revised, every open
+    /// incident stays one component joined by its links, holding exactly
+    /// its members, and no alert is lost.
+    #[test]
+    fn incidents_components_and_links_stay_consistent(
+        events in proptest::collection::vec(
+            (any_kind(), 0i64..1500, 0i64..900, proptest::option::of(60i64..1800)),
+            1..30,
+        ),
+    ) {
+        let mut rules = Rules::default();
+        rules.add(
+            rules::parse_rules(
+                "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: web\n      - name: auth\n        namespace: identity\n        cluster: c9\n",
+            )
+            .unwrap(),
+        );
+        let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+        c.set_topology(topo());
+        // (arrival, alert, resolved after): each alert fires once, the
+        // first time its identity comes up.
+        let mut seen = std::collections::HashSet::new();
+        let mut arrivals: Vec<(i64, AlertState, Option<i64>)> = Vec::new();
+        for (kind, onset, delay, resolves) in events {
+            let a = storm_alert(kind, onset + 900);
+            if seen.insert(a.id) {
+                arrivals.push((onset + 900 + delay, arriving(a, onset + 900 + delay), resolves));
+            }
+        }
+        arrivals.sort_by_key(|(at, a, _)| (*at, a.id));
+        let mut resolutions: Vec<(i64, AlertState)> = Vec::new();
+        for (at, a, resolves) in &arrivals {
+            // Resolutions due by now come first, as time passes.
+            resolutions.sort_by_key(|(t, r)| (*t, r.id));
+            while resolutions.first().is_some_and(|(t, _)| t <= at) {
+                let (t, r) = resolutions.remove(0);
+                c.observe(&r, Transition::Resolved, super::tests::t(t));
+                c.tick(super::tests::t(t));
+                proptest::prop_assert_eq!(c.check_consistency(), Ok(()));
+            }
+            c.observe(a, Transition::New, super::tests::t(*at));
+            proptest::prop_assert_eq!(c.check_consistency(), Ok(()));
+            if let Some(after) = resolves {
+                let mut r = a.clone();
+                r.status = AlertStatus::Resolved;
+                r.ends_at = Some(super::tests::t(at + after));
+                resolutions.push((at + after, r));
+            }
+        }
+        for (a_at, a, _) in &arrivals {
+            let held = c
+                .incidents()
+                .into_iter()
+                .any(|i| i.alerts.iter().any(|m| m.fingerprint == a.id));
+            proptest::prop_assert!(held, "alert of {} lost", a_at);
+        }
+    }
+}
