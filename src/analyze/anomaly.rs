@@ -19,6 +19,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use augurs::outlier::{MADDetector, OutlierDetector};
 use serde::{Deserialize, Serialize};
 
+use super::stats::{self, median_mut, MAD_TO_SIGMA};
+
 const BUCKETS: usize = 48;
 const DAY: i64 = 86_400;
 /// Points before any score is given (the level and scale need some history).
@@ -218,24 +220,9 @@ pub struct PeerOutlier {
     pub utilisation: bool,
 }
 
-/// Scales a median absolute deviation to a standard deviation under normality.
-const MAD_K: f64 = 1.4826;
-
-/// Median by selection (linear); reorders `v`.
+/// Median of `v` by selection (reorders it); NaN when empty.
 fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let m = v.len() / 2;
-    let odd = v.len() % 2 == 1;
-    let (lower, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
-    let mid = *mid;
-    if odd {
-        mid
-    } else {
-        let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (below + mid) / 2.0
-    }
+    median_mut(v).unwrap_or(f64::NAN)
 }
 
 /// Series of one peer group that behave unlike the others over the window
@@ -336,7 +323,7 @@ pub fn recent_peer_outliers(
         for (d, a) in dev.iter_mut().zip(&aligned) {
             *d = (a[j] - m).abs();
         }
-        let scale = (MAD_K * median(&mut dev))
+        let scale = (MAD_TO_SIGMA * median(&mut dev))
             .max(0.01 * m.abs())
             .max(min_deviation)
             .max(1e-12);
@@ -348,8 +335,11 @@ pub fn recent_peer_outliers(
             scores[k].push(z);
         }
     }
-    let medians: Vec<f64> = aligned.iter().map(|v| median(&mut v.clone())).collect();
-    let peer_median = median(&mut medians.clone());
+    let medians: Vec<f64> = aligned
+        .iter()
+        .map(|v| stats::median(v).unwrap_or(f64::NAN))
+        .collect();
+    let peer_median = stats::median(&medians).unwrap_or(f64::NAN);
     let mut found = Vec::new();
     for (k, mut sc) in scores.into_iter().enumerate() {
         if 2 * outlying[k] < n {

@@ -33,11 +33,15 @@ pub fn quantile(v: &[f64], q: f64) -> Option<f64> {
     Some(s[i] + (s[j] - s[i]) * (pos - i as f64))
 }
 
+/// Scales a median absolute deviation to a standard deviation under
+/// normality.
+pub const MAD_TO_SIGMA: f64 = 1.4826;
+
 /// Median absolute deviation scaled to a normal standard deviation.
 pub fn mad_sigma(v: &[f64]) -> f64 {
     let Some(m) = median(v) else { return 0.0 };
     let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
-    1.4826 * median_mut(&mut dev).unwrap_or(0.0)
+    MAD_TO_SIGMA * median_mut(&mut dev).unwrap_or(0.0)
 }
 
 /// Theil–Sen slope, subsampling to at most `max_points` points (evenly) so the
