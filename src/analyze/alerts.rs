@@ -137,23 +137,15 @@ pub fn peer_alert(model: &ModelDef, r: &SeriesResult) -> Option<(BTreeMap<String
     labels.insert("severity".into(), "info".into());
     let subj = subject(model, &labels);
     let cluster = labels.get("cluster").cloned().unwrap_or_default();
-    let show = |v: f64| {
-        if p.utilisation {
-            format!("{:.1}%", 100.0 * v)
-        } else {
-            fmt_num(v)
-        }
-    };
+    let show = |v: f64| p.show(v);
     let side = if p.value >= p.peer_median {
         "above"
     } else {
         "below"
     };
-    let ratio = if p.peer_median.abs() > f64::EPSILON {
-        format!("{:.2}x the median, ", p.value / p.peer_median)
-    } else {
-        String::new()
-    };
+    let ratio = p
+        .ratio()
+        .map_or(String::new(), |x| format!("{x:.2}x the median, "));
     let window = fmt_lead(p.window_secs);
     let current = r.history.last().map_or(String::new(), |q| fmt_num(q.1));
     let annotations = json!({

@@ -220,6 +220,24 @@ pub struct PeerOutlier {
     pub utilisation: bool,
 }
 
+impl PeerOutlier {
+    /// A value as compared: a share of capacity for utilisation, the raw
+    /// value otherwise.
+    pub fn show(&self, v: f64) -> String {
+        if self.utilisation {
+            format!("{:.1}%", 100.0 * v)
+        } else {
+            super::report::fmt_num(v)
+        }
+    }
+
+    /// The series' value as a multiple of its cluster's median (none for a
+    /// median of zero).
+    pub fn ratio(&self) -> Option<f64> {
+        (self.peer_median.abs() > f64::EPSILON).then(|| self.value / self.peer_median)
+    }
+}
+
 /// Median of `v` by selection (reorders it); NaN when empty.
 fn median(v: &mut [f64]) -> f64 {
     median_mut(v).unwrap_or(f64::NAN)

@@ -169,15 +169,9 @@ impl Report {
             for (s, p) in peers {
                 let _ = writeln!(
                     out,
-                    "| `{}` | {} | {} | {} | {:.1} | {:.0}% | {} | {} |",
+                    "| `{}` | {} |",
                     s.name.replace('|', "\\|"),
-                    peer_value(p, p.value),
-                    peer_value(p, p.peer_median),
-                    peer_ratio(p),
-                    p.score,
-                    100.0 * p.outlying,
-                    p.peers,
-                    fmt_lead(p.window_secs)
+                    peer_cells(p).join(" | ")
                 );
             }
         }
@@ -252,17 +246,14 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}}td.n{{text-
             for (s, p) in peers {
                 let _ = write!(
                     out,
-                    "<tr><td><code>{}</code></td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td><td class=n>{:.0}%</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                    "<tr><td><code>{}</code></td><td>{}</td>",
                     esc(&s.name),
-                    peer_bar_svg(p),
-                    peer_value(p, p.value),
-                    peer_value(p, p.peer_median),
-                    peer_ratio(p),
-                    p.score,
-                    100.0 * p.outlying,
-                    p.peers,
-                    fmt_lead(p.window_secs)
+                    peer_bar_svg(p)
                 );
+                for cell in peer_cells(p) {
+                    let _ = write!(out, "<td class=n>{}</td>", esc(&cell));
+                }
+                out.push_str("</tr>");
             }
             out.push_str("</table>");
         }
@@ -271,23 +262,19 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}}td.n{{text-
     }
 }
 
-/// A peer comparison's value: a share of capacity when compared as
-/// utilisation, the raw value otherwise.
-fn peer_value(p: &PeerOutlier, v: f64) -> String {
-    if p.utilisation {
-        format!("{:.1}%", 100.0 * v)
-    } else {
-        fmt_num(v)
-    }
-}
-
-/// The value as a multiple of the cluster's median.
-fn peer_ratio(p: &PeerOutlier) -> String {
-    if p.peer_median.abs() > f64::EPSILON {
-        format!("{:.1}×", p.value / p.peer_median)
-    } else {
-        "—".to_owned()
-    }
+/// A peer outlier's figures, as both reports list them after its name:
+/// value, cluster median, ratio, robust deviations, share outlying, peers
+/// and window.
+fn peer_cells(p: &PeerOutlier) -> [String; 7] {
+    [
+        p.show(p.value),
+        p.show(p.peer_median),
+        p.ratio().map_or("—".to_owned(), |x| format!("{x:.1}×")),
+        format!("{:.1}", p.score),
+        format!("{:.0}%", 100.0 * p.outlying),
+        p.peers.to_string(),
+        fmt_lead(p.window_secs),
+    ]
 }
 
 /// Two bars on one scale: the series (red) and its cluster's median (grey).
@@ -304,8 +291,8 @@ fn peer_bar_svg(p: &PeerOutlier) -> String {
         "<svg width=\"{W}\" height=\"22\" role=\"img\"><title>{} against a cluster median of {}</title>\
 <rect x=\"0\" y=\"2\" width=\"{:.1}\" height=\"8\" fill=\"#b00020\"/>\
 <rect x=\"0\" y=\"12\" width=\"{:.1}\" height=\"8\" fill=\"#999\"/></svg>",
-        esc(&peer_value(p, p.value)),
-        esc(&peer_value(p, p.peer_median)),
+        esc(&p.show(p.value)),
+        esc(&p.show(p.peer_median)),
         bar(p.value),
         bar(p.peer_median)
     )
