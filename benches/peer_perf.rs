@@ -49,19 +49,7 @@ fn main() {
     let inputs: Vec<(Series, Capacity)> = (0..n_series)
         .map(|i| input(i, n_points, clusters))
         .collect();
-    let mut results: Vec<SeriesResult> = inputs
-        .iter()
-        .map(|(s, _)| SeriesResult {
-            name: s.name(),
-            labels: s.labels.clone(),
-            model: None,
-            error: None,
-            forecast: None,
-            history: Vec::new(),
-            anomaly_score: None,
-            peer_outlier: None,
-        })
-        .collect();
+    let mut results: Vec<SeriesResult> = inputs.iter().map(|(s, _)| SeriesResult::of(s)).collect();
 
     let t = Instant::now();
     let groups = peer_groups(inputs.iter().map(|(s, _)| &s.labels), "cluster");

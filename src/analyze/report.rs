@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::anomaly::PeerOutlier;
 use super::forecast::Forecast;
+use super::series::Series;
 
 /// One series' outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,21 @@ pub struct SeriesResult {
 }
 
 impl SeriesResult {
+    /// The result for `s` before anything is known about it: its name and
+    /// labels, no forecast, no error.
+    pub fn of(s: &Series) -> Self {
+        SeriesResult {
+            name: s.name(),
+            labels: s.labels.clone(),
+            model: None,
+            error: None,
+            forecast: None,
+            history: Vec::new(),
+            anomaly_score: None,
+            peer_outlier: None,
+        }
+    }
+
     pub fn lead_secs(&self) -> Option<i64> {
         self.forecast.as_ref().and_then(Forecast::lead_secs)
     }

@@ -2,7 +2,6 @@
 //! to usage series, and a model evaluated against live history.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::anomaly::{recent_peer_outliers, score_series};
@@ -109,26 +108,8 @@ pub fn cross_check_most_urgent(
             "MSTL cross-check skipped: this run's limit of {limit} went to series that exhaust sooner"
         ));
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(take)
-        .max(1);
-    let queue = Mutex::new(ordered.into_iter());
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| loop {
-                    let job = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                    let Some((points, f)) = job else { break };
-                    f.cross_check(points);
-                })
-            })
-            .collect();
-        for h in handles {
-            // A fit that panicked leaves its forecast as the envelope made it.
-            let _ = h.join();
-        }
-    });
+    // A fit that panicked leaves its forecast as the envelope made it.
+    on_all_cores(ordered, |(points, f)| f.cross_check(points));
     CrossCheckSummary {
         wanted: n,
         checked: take,
@@ -137,31 +118,24 @@ pub fn cross_check_most_urgent(
     }
 }
 
-/// The envelope (or `params.cross_check`) forecast of every series, each on
-/// its own, on all cores.
-fn forecast_each(
-    inputs: &[(Series, Capacity)],
-    params: &ForecastParams,
-    keep_history: usize,
-    on_done: &(dyn Fn() + Sync),
-) -> Vec<SeriesResult> {
+/// Runs `f` on every item, on all cores, items taken in order; each result
+/// in its item's place, `None` for the items of a worker that panicked.
+fn on_all_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<Option<R>> {
+    let n = items.len();
     let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(inputs.len().max(1));
-    let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<SeriesResult>> = vec![None; inputs.len()];
-    let chunks: Vec<Vec<(usize, SeriesResult)>> = std::thread::scope(|scope| {
+        .map_or(2, |t| t.get())
+        .min(n)
+        .max(1);
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let done: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut out = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= inputs.len() {
-                            break;
-                        }
-                        out.push((i, forecast_one(&inputs[i], params, keep_history)));
-                        on_done();
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                        let Some((i, item)) = next else { break };
+                        out.push((i, f(item)));
                     }
                     out
                 })
@@ -172,22 +146,33 @@ fn forecast_each(
             .map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    for (i, r) in chunks.into_iter().flatten() {
+    let mut slots: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
         slots[i] = Some(r);
     }
     slots
+}
+
+/// The envelope (or `params.cross_check`) forecast of every series, each on
+/// its own, on all cores.
+fn forecast_each(
+    inputs: &[(Series, Capacity)],
+    params: &ForecastParams,
+    keep_history: usize,
+    on_done: &(dyn Fn() + Sync),
+) -> Vec<SeriesResult> {
+    let results = on_all_cores(inputs.iter().collect(), |input| {
+        let r = forecast_one(input, params, keep_history);
+        on_done();
+        r
+    });
+    results
         .into_iter()
         .zip(inputs)
         .map(|(r, (s, _))| {
             r.unwrap_or_else(|| SeriesResult {
-                name: s.name(),
-                labels: s.labels.clone(),
-                model: None,
                 error: Some("forecast worker failed".into()),
-                forecast: None,
-                history: Vec::new(),
-                anomaly_score: None,
-                peer_outlier: None,
+                ..SeriesResult::of(s)
             })
         })
         .collect()
@@ -206,9 +191,6 @@ fn forecast_one(
         Err(e) => (None, Some(e.clone())),
     };
     SeriesResult {
-        name: s.name(),
-        labels: s.labels.clone(),
-        model: None,
         error,
         forecast,
         history: if keep_history > 0 {
@@ -216,8 +198,7 @@ fn forecast_one(
         } else {
             Vec::new()
         },
-        anomaly_score: None,
-        peer_outlier: None,
+        ..SeriesResult::of(s)
     }
 }
 
@@ -410,6 +391,7 @@ pub async fn evaluate_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn s(labels: &[(&str, &str)], v: f64) -> Series {
         Series::new(
@@ -630,19 +612,8 @@ mod tests {
     }
 
     fn outliers(inputs: &[(Series, Capacity)]) -> Vec<(String, PeerOutlierSummary)> {
-        let mut results: Vec<SeriesResult> = inputs
-            .iter()
-            .map(|(s, _)| SeriesResult {
-                name: s.name(),
-                labels: s.labels.clone(),
-                model: None,
-                error: None,
-                forecast: None,
-                history: Vec::new(),
-                anomaly_score: None,
-                peer_outlier: None,
-            })
-            .collect();
+        let mut results: Vec<SeriesResult> =
+            inputs.iter().map(|(s, _)| SeriesResult::of(s)).collect();
         mark_peer_outliers(&mut results, inputs, "cluster", 47 * 300, 3600, 4.0);
         results
             .into_iter()
