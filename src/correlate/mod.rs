@@ -598,13 +598,8 @@ impl Correlator {
         }
         let ia = self.comp_inc.remove(&ra);
         let ib = self.comp_inc.remove(&rb);
-        let (big, small) = if self.slot_data[ra].size >= self.slot_data[rb].size {
-            (ra, rb)
-        } else {
-            (rb, ra)
-        };
-        self.slot_data[small].parent = big;
-        self.slot_data[big].size += self.slot_data[small].size;
+        let big = self.link_roots(ra, rb);
+        let small = if big == ra { rb } else { ra };
         self.join_edges(big, small, (a, b));
         let inc = match (ia, ib) {
             (Some(x), Some(y)) if x != y => Some(self.merge_incidents(x, y, now, touched)),
@@ -903,21 +898,7 @@ impl Correlator {
         };
         let before = edges.len();
         edges.retain(|&(a, b)| (a, b) != (t, f) && (a, b) != (f, t));
-        let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
-        for &(a, b) in &edges {
-            adj.entry(a).or_default().push(b);
-            adj.entry(b).or_default().push(a);
-        }
-        let mut side: HashSet<usize> = HashSet::default();
-        let mut stack = vec![t];
-        side.insert(t);
-        while let Some(x) = stack.pop() {
-            for y in adj.get(&x).into_iter().flatten() {
-                if side.insert(*y) {
-                    stack.push(*y);
-                }
-            }
-        }
+        let side = linked(&edges, t);
         // Still joined another way (or the link was never recorded): `t`
         // stays, and does not bridge to `to` either.
         if edges.len() == before || side.contains(&f) || to.is_some_and(|x| side.contains(&x)) {
@@ -925,10 +906,9 @@ impl Correlator {
             return false;
         }
         // Rebuild both components from their links.
-        let members: Vec<usize> = adj.keys().copied().chain([t, f]).collect();
-        for m in &members {
-            self.slot_data[*m].parent = *m;
-            self.slot_data[*m].size = 1;
+        for m in edges.iter().flat_map(|&(a, b)| [a, b]).chain([t, f]) {
+            self.slot_data[m].parent = m;
+            self.slot_data[m].size = 1;
         }
         let (mine, theirs): (Vec<_>, Vec<_>) =
             edges.into_iter().partition(|(a, _)| side.contains(a));
@@ -1077,11 +1057,9 @@ impl Correlator {
         }
         let inc = self.comp_inc.remove(&rb);
         self.comp_inc.remove(&ra);
-        let mut links = self.edges.remove(&ra).unwrap_or_default();
-        links.extend(self.edges.remove(&rb).unwrap_or_default());
-        links.push((a, b));
-        let root = self.link_roots(a, b);
-        self.edges.insert(root, links);
+        let root = self.link_roots(ra, rb);
+        let other = if root == ra { rb } else { ra };
+        self.join_edges(root, other, (a, b));
         if let Some(i) = inc {
             self.comp_inc.insert(root, i);
         }
@@ -2092,6 +2070,26 @@ impl Correlator {
     }
 }
 
+/// The slots that `links` join to `start`, `start` included.
+fn linked(links: &[(usize, usize)], start: usize) -> HashSet<usize> {
+    let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
+    for &(a, b) in links {
+        adj.entry(a).or_default().push(b);
+        adj.entry(b).or_default().push(a);
+    }
+    let mut seen: HashSet<usize> = HashSet::default();
+    let mut stack = vec![start];
+    seen.insert(start);
+    while let Some(x) = stack.pop() {
+        for y in adj.get(&x).into_iter().flatten() {
+            if seen.insert(*y) {
+                stack.push(*y);
+            }
+        }
+    }
+    seen
+}
+
 #[cfg(test)]
 impl Correlator {
     /// Checks that open incidents, the union-find, the recorded links and
@@ -2144,21 +2142,7 @@ impl Correlator {
                 }
             }
             // The links join exactly the members.
-            let mut adj: HashMap<usize, Vec<usize>> = HashMap::default();
-            for &(a, b) in self.edges.get(&root).into_iter().flatten() {
-                adj.entry(a).or_default().push(b);
-                adj.entry(b).or_default().push(a);
-            }
-            let mut seen: HashSet<usize> = HashSet::default();
-            let mut stack = vec![first];
-            seen.insert(first);
-            while let Some(x) = stack.pop() {
-                for y in adj.get(&x).into_iter().flatten() {
-                    if seen.insert(*y) {
-                        stack.push(*y);
-                    }
-                }
-            }
+            let seen = linked(self.edges.get(&root).map_or(&[][..], Vec::as_slice), first);
             let members: HashSet<usize> = slots.iter().copied().collect();
             if seen != members {
                 return Err(format!(
