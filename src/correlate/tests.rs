@@ -34,14 +34,16 @@ fn alert(cluster: &str, pairs: &[(&str, &str)], at: i64) -> AlertState {
     }
 }
 
+/// The labels of one kube-state-metrics series.
+fn series(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 fn topo() -> Arc<Topology> {
     let mut tp = Topology::default();
-    let s = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
     for (pod, node, owner) in [
         ("web-5d8f7c9b4-aaaaa", "n1", "web"),
         ("web-5d8f7c9b4-bbbbb", "n2", "web"),
@@ -50,7 +52,7 @@ fn topo() -> Arc<Topology> {
     ] {
         tp.add_series(
             "kube_pod_info",
-            &s(&[
+            &series(&[
                 ("cluster", "c1"),
                 ("namespace", "shop"),
                 ("pod", pod),
@@ -59,7 +61,7 @@ fn topo() -> Arc<Topology> {
         );
         tp.add_series(
             "kube_pod_owner",
-            &s(&[
+            &series(&[
                 ("cluster", "c1"),
                 ("namespace", "shop"),
                 ("pod", pod),
@@ -71,7 +73,7 @@ fn topo() -> Arc<Topology> {
     for (node, zone) in [("n1", "a"), ("n2", "a"), ("n3", "b")] {
         tp.add_series(
             "kube_node_labels",
-            &s(&[
+            &series(&[
                 ("cluster", "c1"),
                 ("node", node),
                 ("label_topology_kubernetes_io_zone", zone),
@@ -131,6 +133,47 @@ fn web_replicas_mismatch(at: i64) -> AlertState {
         ],
         at,
     )
+}
+
+/// ServiceErrorRateHigh of `shop/checkout` in `cluster`.
+fn checkout_errors(cluster: &str, at: i64) -> AlertState {
+    alert(
+        cluster,
+        &[
+            ("alertname", "ServiceErrorRateHigh"),
+            ("namespace", "shop"),
+            ("service", "checkout"),
+        ],
+        at,
+    )
+}
+
+/// KubeDeploymentReplicasMismatch for `identity/auth` in `cluster`.
+fn auth_mismatch(cluster: &str, at: i64) -> AlertState {
+    alert(
+        cluster,
+        &[
+            ("alertname", "KubeDeploymentReplicasMismatch"),
+            ("namespace", "identity"),
+            ("deployment", "auth"),
+        ],
+        at,
+    )
+}
+
+/// The test topology, with `shop/checkout` depending on `web` (its own
+/// cluster's) and on `identity/auth` in c9.
+fn checkout_on_web_and_auth() -> Correlator {
+    let mut rules = Rules::default();
+    rules.add(
+        rules::parse_rules(
+            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: web\n      - name: auth\n        namespace: identity\n        cluster: c9\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+    c.set_topology(topo());
+    c
 }
 
 /// The open incident that holds `a`.
@@ -302,28 +345,10 @@ fn dependency_storm(declare_for: bool) -> Correlator {
     );
     let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
     for (cluster, at) in [("c2", 0), ("c3", 5)] {
-        let e = alert(
-            cluster,
-            &[
-                ("alertname", "ServiceErrorRateHigh"),
-                ("namespace", "shop"),
-                ("service", "checkout"),
-            ],
-            at,
-        );
-        feed(&mut c, &e);
+        feed(&mut c, &checkout_errors(cluster, at));
     }
     assert_eq!(c.open_count(), 2);
-    let down = alert(
-        "c1",
-        &[
-            ("alertname", "KubeDeploymentReplicasMismatch"),
-            ("namespace", "identity"),
-            ("deployment", "auth"),
-        ],
-        420,
-    );
-    feed(&mut c, &down);
+    feed(&mut c, &auth_mismatch("c1", 420));
     c
 }
 
@@ -720,32 +745,13 @@ fn a_pod_standing_alone_for_an_inferred_workload_joins_its_failing_node() {
 
 #[test]
 fn a_caller_that_joined_through_a_replica_count_mirroring_its_node_leaves_for_its_own_dependency() {
-    let mut rules = Rules::default();
-    rules.add(
-        rules::parse_rules(
-            "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: web\n      - name: auth\n        namespace: identity\n        cluster: c9\n",
-        )
-        .unwrap(),
-    );
-    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
-    c.set_topology(topo());
+    let mut c = checkout_on_web_and_auth();
     // checkout's error rate rises with auth (c9) failing; web loses its
     // replica on n1 at about the same time, because n1 went down. The alerts
     // arrive in the order Alertmanager's namespace groups happen to send them.
     // Times are firing times: kube-prometheus' rules have `for: 15m`, the
     // error rate declares none here.
-    let errors = arriving(
-        alert(
-            "c1",
-            &[
-                ("alertname", "ServiceErrorRateHigh"),
-                ("namespace", "shop"),
-                ("service", "checkout"),
-            ],
-            100,
-        ),
-        400,
-    );
+    let errors = arriving(checkout_errors("c1", 100), 400);
     let mismatch = arriving(web_replicas_mismatch(960), 1000);
     let p1 = arriving(pod("web-5d8f7c9b4-aaaaa", 950), 1010);
     feed(&mut c, &errors);
@@ -773,18 +779,7 @@ fn a_caller_that_joined_through_a_replica_count_mirroring_its_node_leaves_for_it
         .alerts
         .iter()
         .all(|a| a.fingerprint != errors.id));
-    let auth = arriving(
-        alert(
-            "c9",
-            &[
-                ("alertname", "KubeDeploymentReplicasMismatch"),
-                ("namespace", "identity"),
-                ("deployment", "auth"),
-            ],
-            990,
-        ),
-        1700,
-    );
+    let auth = arriving(auth_mismatch("c9", 990), 1700);
     feed(&mut c, &auth);
     assert_eq!(
         open_incident_of(&c, &errors).id,
@@ -797,16 +792,10 @@ fn a_caller_that_joined_through_a_replica_count_mirroring_its_node_leaves_for_it
 #[test]
 fn a_zone_node_whose_own_alert_came_first_joins_nodes_inferred_from_pods() {
     let mut tp = Topology::default();
-    let s = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
     for n in ["m1", "m2", "m3", "m4"] {
         tp.add_series(
             "kube_node_labels",
-            &s(&[
+            &series(&[
                 ("cluster", "c1"),
                 ("node", n),
                 ("label_topology_kubernetes_io_zone", "z"),
@@ -815,7 +804,7 @@ fn a_zone_node_whose_own_alert_came_first_joins_nodes_inferred_from_pods() {
         for p in ["x", "y"] {
             tp.add_series(
                 "kube_pod_info",
-                &s(&[
+                &series(&[
                     ("cluster", "c1"),
                     ("namespace", "shop"),
                     ("pod", &format!("{n}-{p}")),
@@ -903,24 +892,8 @@ fn storm_alert(kind: Kind, starts: i64) -> AlertState {
         Kind::Node(n) => node(["n1", "n2", "n3"][n % 3], starts),
         Kind::Pod(p) => pod(PODS[p % 4], starts),
         Kind::WebMismatch => web_replicas_mismatch(starts),
-        Kind::CheckoutErrors => alert(
-            "c1",
-            &[
-                ("alertname", "ServiceErrorRateHigh"),
-                ("namespace", "shop"),
-                ("service", "checkout"),
-            ],
-            starts,
-        ),
-        Kind::AuthMismatch => alert(
-            "c9",
-            &[
-                ("alertname", "KubeDeploymentReplicasMismatch"),
-                ("namespace", "identity"),
-                ("deployment", "auth"),
-            ],
-            starts,
-        ),
+        Kind::CheckoutErrors => checkout_errors("c1", starts),
+        Kind::AuthMismatch => auth_mismatch("c9", starts),
     }
 }
 
@@ -949,15 +922,7 @@ proptest::proptest! {
             1..30,
         ),
     ) {
-        let mut rules = Rules::default();
-        rules.add(
-            rules::parse_rules(
-                "services:\n  - name: checkout\n    namespace: shop\n    depends_on:\n      - name: web\n      - name: auth\n        namespace: identity\n        cluster: c9\n",
-            )
-            .unwrap(),
-        );
-        let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
-        c.set_topology(topo());
+        let mut c = checkout_on_web_and_auth();
         // (arrival, alert, resolved after): each alert fires once, the
         // first time its identity comes up.
         let mut seen = std::collections::HashSet::new();
