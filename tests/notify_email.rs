@@ -2,52 +2,16 @@
 //! test): headers, threading, both MIME parts and HTML escaping.
 
 mod notify_common;
+mod smtp;
 
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use notify_common::*;
+use smtp::Mailbox;
 use stormcast::notify::email::{Email, EmailConfig};
 use stormcast::notify::notifier::{Notifier, SendResult};
 use stormcast::notify::MessageKind;
-
-fn python_with_aiosmtpd() -> Option<String> {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py.to_owned());
-        }
-    }
-    None
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The server answers with its 220 greeting. A bare connect is not proof that
-/// aiosmtpd is serving: on loopback it can succeed against a port nobody
-/// serves (a self-connect, or another test's short-lived listener).
-fn smtp_ready(port: u16) -> bool {
-    use std::io::Read;
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut greeting = [0u8; 3];
-    s.read_exact(&mut greeting).is_ok() && &greeting == b"220"
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,64 +21,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Parses a stored mail with Python's `email` package into JSON.
-fn parse_mail(py: &str, path: &Path) -> serde_json::Value {
-    let script = r#"
-import email, json, sys
-from email import policy
-m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=policy.default)
-parts = {}
-for p in m.walk():
-    if p.get_content_maintype() == 'text':
-        parts[p.get_content_type()] = p.get_content()
-print(json.dumps({'headers': {k: str(v) for k, v in m.items()}, 'type': m.get_content_type(), 'parts': parts}))
-"#;
-    let out = Command::new(py)
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn email_to_a_real_smtp_server() {
-    let Some(py) = python_with_aiosmtpd() else {
-        if std::env::var("STORMCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("python3 with aiosmtpd is required (STORMCAST_REQUIRE_EXTERNAL=1)");
-        }
-        eprintln!("skipping: python3 -m aiosmtpd is not available");
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mailbox) = Mailbox::start(&dir.path().join("mail"), &[]) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("mail");
-    let port = free_port();
-    let _server = Server(
-        Command::new(&py)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !smtp_ready(port) {
-        assert!(Instant::now() < deadline, "aiosmtpd did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     let email = Email::new(EmailConfig {
         to: "oncall@example.com, sre@example.com".into(),
         from: "stormcast <stormcast@example.com>".into(),
-        smarthost: format!("127.0.0.1:{port}"),
+        smarthost: mailbox.smarthost(),
         hello: Some("stormcast.test".into()),
         require_tls: false,
         ..Default::default()
@@ -141,16 +58,12 @@ async fn email_to_a_real_smtp_server() {
         SendResult::Delivered
     );
 
-    let new = maildir.join("new");
-    let mut files = Vec::new();
-    while files.len() < 2 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mailbox.count() < 2 {
         assert!(Instant::now() < deadline, "mail did not arrive");
-        files = std::fs::read_dir(&new)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut mails: Vec<serde_json::Value> = files.iter().map(|f| parse_mail(&py, f)).collect();
+    let mut mails = mailbox.mails();
     mails.sort_by_key(|m| {
         m["headers"]["Subject"]
             .as_str()
@@ -224,47 +137,11 @@ async fn unreachable_smtp_is_retryable_and_credentials_never_print() {
     assert!(!format!("{r:?}").contains("smtp-pa55"));
 }
 
-fn start_smtp(py: &str, maildir: &Path, extra: &[&std::ffi::OsStr]) -> (Server, u16) {
-    let port = free_port();
-    let server = Server(
-        Command::new(py)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // An implicit-TLS server greets inside TLS: for it, a connect has to do.
-    let implicit_tls = extra.iter().any(|a| *a == "--smtpscert");
-    while !(if implicit_tls {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    } else {
-        smtp_ready(port)
-    }) {
-        assert!(Instant::now() < deadline, "aiosmtpd did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (server, port)
-}
-
-fn count_mail(maildir: &Path) -> usize {
-    std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
-}
-
 #[tokio::test]
 async fn email_over_starttls_and_implicit_tls() {
-    let Some(py) = python_with_aiosmtpd() else {
-        if std::env::var("STORMCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("python3 with aiosmtpd is required (STORMCAST_REQUIRE_EXTERNAL=1)");
-        }
-        eprintln!("skipping: python3 -m aiosmtpd is not available");
+    if smtp::python_with_aiosmtpd().is_none() {
         return;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = Command::new("openssl")
@@ -311,43 +188,43 @@ async fn email_over_starttls_and_implicit_tls() {
     };
 
     // STARTTLS, required by the server too.
-    let starttls_dir = dir.path().join("starttls");
-    let (_s1, p1) = start_smtp(
-        &py,
-        &starttls_dir,
+    let Some(starttls) = Mailbox::start(
+        &dir.path().join("starttls"),
         &[
             "--tlscert".as_ref(),
             cert.as_os_str(),
             "--tlskey".as_ref(),
             key.as_os_str(),
         ],
-    );
-    let email = Email::new(tls(p1, false)).unwrap();
+    ) else {
+        return;
+    };
+    let email = Email::new(tls(starttls.port, false)).unwrap();
     assert_eq!(
         email.send(std::slice::from_ref(&msg)).await,
         SendResult::Delivered
     );
 
     // Implicit TLS (smtps).
-    let smtps_dir = dir.path().join("smtps");
-    let (_s2, p2) = start_smtp(
-        &py,
-        &smtps_dir,
+    let Some(smtps) = Mailbox::start(
+        &dir.path().join("smtps"),
         &[
             "--smtpscert".as_ref(),
             cert.as_os_str(),
             "--smtpskey".as_ref(),
             key.as_os_str(),
         ],
-    );
-    let email = Email::new(tls(p2, true)).unwrap();
+    ) else {
+        return;
+    };
+    let email = Email::new(tls(smtps.port, true)).unwrap();
     assert_eq!(
         email.send(std::slice::from_ref(&msg)).await,
         SendResult::Delivered
     );
 
     // Without trusting the CA the handshake fails and nothing is delivered.
-    let mut untrusted = tls(p2, true);
+    let mut untrusted = tls(smtps.port, true);
     untrusted.tls_config.ca_file = None;
     let r = Email::new(untrusted)
         .unwrap()
@@ -356,9 +233,9 @@ async fn email_over_starttls_and_implicit_tls() {
     assert!(!matches!(r, SendResult::Delivered), "{r:?}");
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count_mail(&starttls_dir) < 1 || count_mail(&smtps_dir) < 1 {
+    while starttls.count() < 1 || smtps.count() < 1 {
         assert!(Instant::now() < deadline, "mail did not arrive");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(count_mail(&smtps_dir), 1);
+    assert_eq!(smtps.count(), 1);
 }

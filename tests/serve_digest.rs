@@ -11,84 +11,16 @@
 //! and the next one, a minute later, sends: slower, never flaky.
 
 mod common;
+mod smtp;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::extract::Query;
 use axum::routing::get;
 
-use common::{free_port, Server};
-
-fn python_with_aiosmtpd() -> Option<String> {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py.to_owned());
-        }
-    }
-    None
-}
-
-struct Smtp(Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// aiosmtpd answers with its 220 greeting (a bare connect is no proof).
-fn smtp_ready(port: u16) -> bool {
-    use std::io::Read;
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut greeting = [0u8; 3];
-    s.read_exact(&mut greeting).is_ok() && &greeting == b"220"
-}
-
-/// A stored mail parsed by Python's `email` package: headers and text parts.
-fn parse_mail(py: &str, path: &Path) -> serde_json::Value {
-    let script = r#"
-import email, json, sys
-from email import policy
-m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=policy.default)
-parts = {}
-for p in m.walk():
-    if p.get_content_maintype() == 'text':
-        parts[p.get_content_type()] = p.get_content()
-print(json.dumps({'headers': {k: str(v) for k, v in m.items()}, 'parts': parts}))
-"#;
-    let out = Command::new(py)
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn mails(py: &str, maildir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(maildir.join("new"))
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.sort();
-    files.iter().map(|f| parse_mail(py, f)).collect()
-}
+use common::Server;
+use smtp::Mailbox;
 
 /// Two disks filling 2% per hour with capacity 100: `/var` on node-1 at 90%
 /// (full in about 5 h) and `/data` on node-2 at 60% (about 20 h).
@@ -178,32 +110,10 @@ fn counter(metrics: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sends_the_scheduled_digest_once_per_slot() {
-    let Some(py) = python_with_aiosmtpd() else {
-        if std::env::var("STORMCAST_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("python3 with aiosmtpd is required (STORMCAST_REQUIRE_EXTERNAL=1)");
-        }
-        eprintln!("skipping: python3 -m aiosmtpd is not available");
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mailbox) = Mailbox::start(&dir.path().join("mail"), &[]) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let maildir = dir.path().join("mail");
-    let smtp_port = free_port();
-    let _smtp = Smtp(
-        Command::new(&py)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{smtp_port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !smtp_ready(smtp_port) {
-        assert!(Instant::now() < deadline, "aiosmtpd did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let prom = start_prometheus();
 
     std::fs::create_dir(dir.path().join("models")).unwrap();
@@ -236,7 +146,7 @@ receivers:
     email_configs:
       - to: capacity@example.com
         from: stormcast@example.com
-        smarthost: 127.0.0.1:{smtp_port}
+        smarthost: {smarthost}
         hello: stormcast.test
         require_tls: false
 report_digest:
@@ -245,7 +155,8 @@ report_digest:
   location: UTC
   receiver: capacity
   max_items: 10
-"
+",
+            smarthost = mailbox.smarthost()
         ),
     )
     .unwrap();
@@ -257,7 +168,7 @@ report_digest:
     // before the first report (allowing for a loaded machine).
     let deadline = Instant::now() + Duration::from_secs(150);
     let first = loop {
-        if let Some(m) = mails(&py, &maildir).into_iter().next() {
+        if let Some(m) = mailbox.mails().into_iter().next() {
             break m;
         }
         assert!(
@@ -342,7 +253,7 @@ report_digest:
     assert!(server.terminate().success());
     let server = Server::start(&data, Some(&config));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let all = mails(&py, &maildir);
+    let all = mailbox.mails();
     let mut per_slot: BTreeMap<String, usize> = BTreeMap::new();
     for m in &all {
         let id = m["headers"]["Message-ID"].as_str().unwrap_or_default();
