@@ -714,10 +714,7 @@ fn restore_refuses_a_damaged_snapshot_in_the_backup() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    populate(&src);
-    let mut buf = Vec::new();
-    backup::backup(&cfg(&src), &mut buf).unwrap();
+    let (_, buf) = populated_backup(dir.path());
     let text = String::from_utf8(buf).unwrap();
     let damaged: String = text
         .lines()
