@@ -6,16 +6,16 @@
 
 use stormcast::analyze::eval;
 
+#[path = "support/args.rs"]
+mod args;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let per_kind: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let seed: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2026);
+    let args = args::positional();
+    let per_kind: usize = args::nth(&args, 0, 100);
+    let seed: u64 = args::nth(&args, 1, 2026);
     let start = std::time::Instant::now();
     let cases = eval::generate_set(seed, per_kind);
-    let mstl_cases: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let mstl_cases: usize = args::nth(&args, 2, 60);
     let r = eval::evaluate_with(&cases, 86_400, mstl_cases);
     println!(
         "forecast_eval: {} series ({per_kind} per kind, seed {seed}), 24h horizon, 9 days at 5m, cut at 4 points each",

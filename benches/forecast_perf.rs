@@ -19,6 +19,9 @@ use stormcast::analyze::forecast::DEFAULT_MAX_CROSS_CHECKS;
 use stormcast::analyze::run::cross_check_most_urgent;
 use stormcast::analyze::{forecast, Forecast, ForecastParams};
 
+#[path = "support/args.rs"]
+mod args;
+
 fn series(i: usize, n: usize) -> Vec<(i64, f64)> {
     let mut rng = StdRng::seed_from_u64(i as u64);
     let base = rng.gen_range(10.0..70.0);
@@ -52,18 +55,12 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let n_series: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let n_points: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2016);
+    let args = args::positional();
+    let n_series: usize = args::nth(&args, 0, 10_000);
+    let n_points: usize = args::nth(&args, 1, 2016);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let both = args.get(2).map(String::as_str) == Some("both");
-    let limit: usize = args
-        .get(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(DEFAULT_MAX_CROSS_CHECKS);
+    let limit: usize = args::nth(&args, 3, DEFAULT_MAX_CROSS_CHECKS);
     let params = ForecastParams::default();
     // At-risk series: (index, samples, envelope forecast).
     type Pending = (usize, Vec<(i64, f64)>, Forecast);

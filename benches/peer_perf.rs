@@ -16,6 +16,9 @@ use stormcast::analyze::report::SeriesResult;
 use stormcast::analyze::run::{mark_peer_outliers, peer_groups, Capacity};
 use stormcast::analyze::Series;
 
+#[path = "support/args.rs"]
+mod args;
+
 const STEP: i64 = 300;
 const END: i64 = 1_700_438_400 + 7 * 86_400;
 
@@ -39,13 +42,10 @@ fn input(i: usize, n: usize, clusters: usize) -> (Series, Capacity) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let n_series: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let n_points: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2016);
-    let clusters: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let args = args::positional();
+    let n_series: usize = args::nth(&args, 0, 10_000);
+    let n_points: usize = args::nth(&args, 1, 2016);
+    let clusters: usize = args::nth(&args, 2, 10);
     let inputs: Vec<(Series, Capacity)> = (0..n_series)
         .map(|i| input(i, n_points, clusters))
         .collect();
