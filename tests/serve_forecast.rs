@@ -303,3 +303,166 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         "{metrics}"
     );
 }
+
+/// Three memory series over 7 days, relative to the query's end ("now"):
+/// node-leak flat near 45% until 3 h ago, then climbing so it is full 5 h
+/// from now; node-saw ramping from 40% to 92% every day and reset by a log
+/// rotation at 02:00; node-season swinging daily between 58% and 92%. Only
+/// the leak will reach capacity.
+fn bends_range(s: i64, e: i64, st: i64) -> String {
+    let noise = |t: i64, k: f64| 0.6 * ((t as f64 * 0.0123 + k).sin() * 7_919.0).sin();
+    let onset = e - 3 * 3600;
+    let rate = 55.0 / (8.0 * 3600.0);
+    let series: [(&str, Box<dyn Fn(i64) -> f64>); 3] = [
+        (
+            "node-leak",
+            Box::new(move |t| 45.0 + rate * (t - onset).max(0) as f64 + noise(t, 1.0)),
+        ),
+        (
+            "node-saw",
+            Box::new(move |t| {
+                let since = (t - 2 * 3600).rem_euclid(86_400) as f64 / 86_400.0;
+                40.0 + 52.0 * since + 0.3 * noise(t, 2.0)
+            }),
+        ),
+        (
+            "node-season",
+            Box::new(move |t| {
+                75.0 + 15.0 * (t as f64 * std::f64::consts::TAU / 86_400.0).sin() + noise(t, 3.0)
+            }),
+        ),
+    ];
+    let result: Vec<String> = series
+        .iter()
+        .map(|(node, f)| {
+            let vals: Vec<String> = (0..)
+                .map(|j| s + j * st)
+                .take_while(|t| *t <= e)
+                .map(|t| format!("[{t},\"{}\"]", f(t)))
+                .collect();
+            format!(
+                r#"{{"metric":{{"cluster":"c1","instance":"{node}"}},"values":[{}]}}"#,
+                vals.join(",")
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+        result.join(",")
+    )
+}
+
+async fn bends_query_range(Query(q): Query<BTreeMap<String, String>>) -> String {
+    let (s, e, st): (i64, i64, i64) = (
+        q["start"].parse().unwrap(),
+        q["end"].parse().unwrap(),
+        q["step"].parse().unwrap(),
+    );
+    bends_range(s, e, st)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
+    let app = axum::Router::new().route("/api/v1/query_range", get(bends_query_range));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prom = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/memory.yaml"),
+        "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let data = dir.path().join("data").display().to_string();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\nhistory:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"
+        ),
+    )
+    .unwrap();
+    let _child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_stormcast"))
+            .args([
+                "serve",
+                "--config",
+                dir.path().join("config.yaml").to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The report lists every series of the run; the run's alerts are
+    // applied with it, so once it has all three the alerts are final.
+    let report = loop {
+        assert!(Instant::now() < deadline, "no report of all three series");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Ok(r) = http
+            .get(format!("{base}/api/v1/report?format=json"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if r.status() != 200 {
+            continue;
+        }
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if v["series"].as_array().is_some_and(|s| s.len() == 3) {
+            break v;
+        }
+    };
+    let alerts = loop {
+        let v: serde_json::Value = http
+            .get(format!("{base}/api/v1/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found: Vec<serde_json::Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "ResourceExhaustionPredicted")
+            .cloned()
+            .collect();
+        if !found.is_empty() || Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let nodes: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["labels"]["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["node-leak"], "{alerts:?}\nreport: {report}");
+    let leak = &alerts[0];
+    assert_eq!(leak["labels"]["severity"], "warning");
+    let at = leak["annotations"]["exhaustion_at"].as_str().unwrap();
+    let lead = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp()
+        - chrono::Utc::now().timestamp();
+    assert!((4 * 3600..6 * 3600).contains(&lead), "lead {lead}s: {leak}");
+    let methods: Vec<(&str, &str)> = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["labels"]["instance"].as_str().unwrap_or(""),
+                s["method"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(methods.contains(&("node-saw", "sawtooth")), "{methods:?}");
+}

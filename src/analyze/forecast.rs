@@ -394,7 +394,7 @@ fn forecast_clean(
         let mut d: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
         median_mut(&mut d).unwrap_or(60.0).max(1.0)
     };
-    let model = fit(&t, &y, step, now_abs, params, &mut notes);
+    let model = fit(&t, &y, step, now_abs, capacity, params, &mut notes);
     let h = params.horizon_secs as f64;
     // Exhaustion search on a grid fine enough for the time error to be small.
     let search_step = (h / 1440.0).max(step.min(300.0)).max(30.0);
@@ -483,6 +483,7 @@ fn fit(
     y: &[f64],
     step: f64,
     now_abs: f64,
+    capacity: f64,
     params: &ForecastParams,
     notes: &mut Vec<String>,
 ) -> Model {
@@ -519,7 +520,30 @@ fn fit(
     if short && start > 0 {
         notes.push("the current regime is very short; uncertainty widened".into());
     }
-    fit_linear(t, y, step, now_abs, start, short, params, notes)
+    let long = fit_linear(t, y, step, now_abs, start, short, params, notes);
+    if short {
+        return long;
+    }
+    fit_bend(t, y, step, now_abs, capacity, start, &long, notes).unwrap_or(long)
+}
+
+/// Profile of one period (48 buckets a day) of the series detrended by
+/// slope `b`: the median of each bucket, centred on the median bucket.
+fn daily_profile(tr: &[f64], yr: &[f64], b: f64, p: f64, now_abs: f64) -> Vec<f64> {
+    let buckets = if p > DAY { 7 * 48 } else { 48 };
+    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); buckets];
+    for (ti, yi) in tr.iter().zip(yr) {
+        let pos = ((now_abs + ti).rem_euclid(p) / p * buckets as f64) as usize % buckets;
+        sums[pos].push(yi - b * ti);
+    }
+    let mut prof: Vec<f64> = sums
+        .iter_mut()
+        .map(|v| median_mut(v).unwrap_or(f64::NAN))
+        .collect();
+    fill_nan_circular(&mut prof);
+    let m = median(&prof).unwrap_or(0.0);
+    prof.iter_mut().for_each(|v| *v -= m);
+    prof
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -554,22 +578,7 @@ fn fit_linear(
     };
     let b = slope(tr, yr);
     // Seasonal profile of the detrended regime.
-    let profile = period.map(|p| {
-        let buckets = if p > DAY { 7 * 48 } else { 48 };
-        let mut sums: Vec<Vec<f64>> = vec![Vec::new(); buckets];
-        for (ti, yi) in tr.iter().zip(yr) {
-            let pos = ((now_abs + ti).rem_euclid(p) / p * buckets as f64) as usize % buckets;
-            sums[pos].push(yi - b * ti);
-        }
-        let mut prof: Vec<f64> = sums
-            .iter_mut()
-            .map(|v| median_mut(v).unwrap_or(f64::NAN))
-            .collect();
-        fill_nan_circular(&mut prof);
-        let m = median(&prof).unwrap_or(0.0);
-        prof.iter_mut().for_each(|v| *v -= m);
-        (prof, p)
-    });
+    let profile = period.map(|p| (daily_profile(tr, yr, b, p, now_abs), p));
     let season = |ti: f64| {
         profile
             .as_ref()
@@ -654,6 +663,305 @@ fn fit_linear(
             sigma_level,
         },
     }
+}
+
+/// Width of the buckets the change search runs on: medians of 15 minutes
+/// (three 5-minute samples) shrug off single-sample spikes and keep a
+/// week at 672 values.
+const BUCKET_SECS: f64 = 900.0;
+/// Shortest segment the change search keeps, in buckets (one hour).
+const MIN_SEGMENT_BUCKETS: usize = 4;
+/// A bend's slope must stand this many robust deviations away from the
+/// slopes the same series showed over windows of the same length before it.
+const BEND_Z: f64 = 4.0;
+
+/// Buckets of width `bw` counted back from now (the last bucket ends at the
+/// last sample): (bucket mean time in hours, median value, index of the
+/// bucket's first sample).
+fn buckets(t: &[f64], v: &[f64], bw: f64) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+    let (mut bx, mut by, mut bi) = (Vec::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    let mut vals = Vec::new();
+    while i < t.len() {
+        let k = (-t[i] / bw).floor();
+        let first = i;
+        vals.clear();
+        let mut tsum = 0.0;
+        while i < t.len() && (-t[i] / bw).floor() == k {
+            vals.push(v[i]);
+            tsum += t[i];
+            i += 1;
+        }
+        bx.push(tsum / vals.len() as f64 / 3600.0);
+        by.push(median_mut(&mut vals).unwrap_or(0.0));
+        bi.push(first);
+    }
+    (bx, by, bi)
+}
+
+/// The last change of the seasonally adjusted series `adj` (times `tr`,
+/// seconds before now), as a bucket index with the buckets, or `None`.
+struct Change {
+    /// First sample of the new regime (index into `tr`).
+    tau: usize,
+    /// How many robust deviations that slope stands from the slopes of
+    /// windows of the same length before the change.
+    z: f64,
+    /// Whether it also stands apart from the slope this time of day has.
+    beyond_daily: bool,
+    /// Bucket noise scale.
+    sigma_b: f64,
+    /// Buckets since the change.
+    m: usize,
+}
+
+fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Change> {
+    let bw = BUCKET_SECS.max(step);
+    let (bx, by, bi) = buckets(tr, adj, bw);
+    let nb = bx.len();
+    if nb < 2 * MIN_SEGMENT_BUCKETS {
+        return None;
+    }
+    // Bursts (a few samples far off) would each become a segment of their
+    // own: clip the buckets to a rolling median ± 4 local sigmas.
+    let rmed: Vec<f64> = (0..nb)
+        .map(|i| median(&by[i.saturating_sub(4)..(i + 5).min(nb)]).unwrap_or(by[i]))
+        .collect();
+    let dev: Vec<f64> = by.iter().zip(&rmed).map(|(v, r)| v - r).collect();
+    let sigma_local = mad_sigma(&dev);
+    let by: Vec<f64> = by
+        .iter()
+        .zip(&rmed)
+        .map(|(v, r)| v.clamp(r - 4.0 * sigma_local, r + 4.0 * sigma_local))
+        .collect();
+    // The noise scale the penalty uses includes slow wander, not only the
+    // sample-to-sample jitter: the typical residual spread around a line
+    // over 6-hour windows. Noise far below a ten-thousandth of capacity
+    // cannot matter for exhaustion: the floor keeps constant series from
+    // splitting on rounding.
+    let win = (6.0 * 3600.0 / bw).round().max(4.0) as usize;
+    let mut wander: Vec<f64> = by
+        .chunks(win)
+        .zip(bx.chunks(win))
+        .filter(|(c, _)| c.len() >= win / 2)
+        .map(|(c, x)| {
+            let b = super::stats::ls_slope(x, c);
+            let r: Vec<f64> = c.iter().zip(x).map(|(v, xi)| v - b * xi).collect();
+            mad_sigma(&r)
+        })
+        .collect();
+    let sigma_b = sigma_local
+        .max(median_mut(&mut wander).unwrap_or(0.0))
+        .max(1e-4 * capacity.abs().max(1e-12));
+    let seg = super::segment::segment(
+        &bx,
+        &by,
+        sigma_b,
+        MIN_SEGMENT_BUCKETS,
+        3.0 * (nb as f64).ln(),
+    );
+    if seg.changes.is_empty() {
+        return None;
+    }
+    // Segments that continue the last one's slope are the same regime (a
+    // straight leak over a wiggly profile may be cut in pieces): walk back
+    // while the earlier segment's slope agrees.
+    let se_of = |a: usize, b: usize| {
+        let m = (b - a).max(2) as f64;
+        let w = (bx[b - 1] - bx[a]).max(bw / 3600.0);
+        sigma_b * 12f64.sqrt() / w / m.sqrt()
+    };
+    let mut j = seg.changes.len() - 1;
+    while j > 0 {
+        let (a, k) = (seg.changes[j - 1], seg.changes[j]);
+        let (b_prev, b_reg) = (seg.slope(a, k), seg.slope(k, nb));
+        let same_trend = b_prev * b_reg > 0.0 && (0.4..=2.5).contains(&(b_prev / b_reg));
+        let within_noise = (b_prev - b_reg).abs() <= 3.0 * se_of(a, k).hypot(se_of(k, nb));
+        if !same_trend && !within_noise {
+            break;
+        }
+        j -= 1;
+    }
+    let k = seg.changes[j];
+    let m = nb - k;
+    let slope_h = seg.slope(k, nb);
+    // Null: slopes over windows of m buckets before the change, and those
+    // ending at this time of day on earlier days.
+    let stride = (m / 2).max(1);
+    let null: Vec<f64> = (0..=k.saturating_sub(m))
+        .step_by(stride)
+        .filter(|j| j + m <= k)
+        .map(|j| seg.slope(j, j + m))
+        .collect();
+    let per_day = (DAY / bw).round() as usize;
+    let same_time: Vec<f64> = (1..=14)
+        .filter_map(|d| nb.checked_sub(d * per_day))
+        .filter(|end| *end >= m && *end <= k)
+        .map(|end| seg.slope(end - m, end))
+        .collect();
+    let se = se_of(k, nb);
+    let (centre, spread) = if null.len() >= 6 {
+        let c = median(&null).unwrap_or(0.0);
+        (c, mad_sigma(&null).max(se))
+    } else {
+        let before = if j > 0 { seg.changes[j - 1] } else { 0 };
+        (seg.slope(before, k), se.hypot(se_of(before, k)))
+    };
+    // The slope this time of day usually has (a morning ramp the profile
+    // did not take out entirely) is no evidence of a bend.
+    let beyond_daily = median(&same_time).is_none_or(|s| (slope_h - s).abs() >= BEND_Z * spread);
+    Some(Change {
+        tau: bi[k],
+        z: (slope_h - centre) / spread,
+        beyond_daily,
+        sigma_b,
+        m,
+    })
+}
+
+/// The current regime when the slope bent (or the level stepped) inside the
+/// jump-free regime: a leak that started hours ago. The seasonally adjusted
+/// series is segmented into lines ([`super::segment`]); the last segment
+/// (with the earlier ones that continue its slope) is the candidate regime.
+/// When it is shorter than two days the daily profile comes from the
+/// history before the change. It replaces the long seasonal trend only when
+/// (1) its slope is significant beyond the slopes the series itself showed
+/// over windows of the same length before the change, and beyond the slope
+/// this time of day usually has (so a morning ramp that happens every day
+/// is not a bend), and (2) the rolling-origin back-test says it would have
+/// predicted the recent past better than the long trend.
+#[allow(clippy::too_many_arguments)]
+fn fit_bend(
+    t: &[f64],
+    y: &[f64],
+    step: f64,
+    now_abs: f64,
+    capacity: f64,
+    start: usize,
+    long: &Model,
+    notes: &mut Vec<String>,
+) -> Option<Model> {
+    let ModelKind::Linear {
+        slope: b_long,
+        profile,
+        ..
+    } = &long.kind
+    else {
+        return None;
+    };
+    let b_long = *b_long;
+    let (tr, yr) = (&t[start..], &y[start..]);
+    let adjust = |profile: &Option<(Vec<f64>, f64)>| -> Vec<f64> {
+        tr.iter()
+            .zip(yr)
+            .map(|(ti, yi)| {
+                yi - profile
+                    .as_ref()
+                    .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
+            })
+            .collect()
+    };
+    let mut profile = profile.clone();
+    let mut adj = adjust(&profile);
+    let mut ch = last_change(tr, &adj, step, capacity)?;
+    // The profile of the regime before the change, when that regime holds
+    // two days: the leak's own days would bend the profile.
+    if let Some((_, per)) = &profile {
+        let pre = ch.tau;
+        if pre > 0 && tr[pre - 1] - tr[0] >= 2.0 * DAY - 2.0 * step {
+            let b_pre = seasonal_slope(&tr[..pre], &yr[..pre], *per, step).unwrap_or(0.0);
+            let p2 = Some((
+                daily_profile(&tr[..pre], &yr[..pre], b_pre, *per, now_abs),
+                *per,
+            ));
+            let adj2 = adjust(&p2);
+            if let Some(c2) = last_change(tr, &adj2, step, capacity) {
+                profile = p2;
+                adj = adj2;
+                ch = c2;
+            }
+        }
+    }
+    if ch.z.abs() < BEND_Z || !ch.beyond_daily {
+        return None;
+    }
+    let season = |ti: f64| {
+        profile
+            .as_ref()
+            .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
+    };
+    let tau = ch.tau;
+    let (ts_, as_) = (&tr[tau..], &adj[tau..]);
+    if ts_.len() < MIN_POINTS {
+        return None;
+    }
+    let b = theil_sen(ts_, as_, 160)?;
+    // Rolling-origin back-test: fit both at the middle of the new regime and
+    // compare how they predict the samples since.
+    let o = ts_.len() / 2;
+    if o < 3 {
+        return None;
+    }
+    let b_o = theil_sen(&ts_[..o], &as_[..o], 160).unwrap_or(b);
+    let line_o = median(
+        &ts_[..o]
+            .iter()
+            .zip(&as_[..o])
+            .map(|(ti, ai)| ai - b_o * ti)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or(0.0);
+    let err_bend: f64 = ts_[o..]
+        .iter()
+        .zip(&as_[o..])
+        .map(|(ti, ai)| (ai - line_o - b_o * ti).abs())
+        .sum::<f64>();
+    let before_o = tau + o;
+    let k_long = (before_o / 4).clamp(3.min(before_o), 288);
+    let level_long_o = median(
+        &tr[before_o - k_long..before_o]
+            .iter()
+            .zip(&adj[before_o - k_long..before_o])
+            .map(|(ti, ai)| ai - b_long * ti)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or(0.0);
+    let err_long: f64 = ts_[o..]
+        .iter()
+        .zip(&as_[o..])
+        .map(|(ti, ai)| (ai - level_long_o - b_long * ti).abs())
+        .sum::<f64>();
+    if err_bend >= err_long {
+        return None;
+    }
+    let resid: Vec<f64> = ts_.iter().zip(as_).map(|(ti, ai)| ai - b * ti).collect();
+    let base = median(&resid).unwrap_or(0.0);
+    let centred: Vec<f64> = resid.iter().map(|r| r - base).collect();
+    let sigma_noise = mad_sigma(&centred);
+    let n_seg = ts_.len() as f64;
+    let span = -ts_[0];
+    let se_b = sigma_noise.max(ch.sigma_b) * 12f64.sqrt() / span.max(step) / n_seg.sqrt();
+    let sigma_slope = se_b.max((b_o - b).abs());
+    let sigma_level = sigma_noise.max(ch.sigma_b) / (ch.m as f64).sqrt();
+    notes.push(format!(
+        "trend changed {:.1}h ago: fitted on the samples since ({:+.4}/h, before {:+.4}/h)",
+        span / 3600.0,
+        b * 3600.0,
+        b_long * 3600.0
+    ));
+    Some(Model {
+        method: long.method,
+        slope: b,
+        regime_start: start + tau,
+        kind: ModelKind::Linear {
+            level: base + season(0.0),
+            slope: b,
+            profile,
+            sigma_noise,
+            sigma_slope,
+            sigma_level,
+        },
+    })
 }
 
 /// Whether the periodogram of the hourly, detrended series has a peak at one

@@ -13,6 +13,7 @@ pub mod history;
 pub mod models;
 pub mod report;
 pub mod run;
+pub mod segment;
 pub mod series;
 pub mod service;
 pub mod stats;

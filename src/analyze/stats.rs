@@ -65,6 +65,23 @@ pub fn theil_sen(x: &[f64], y: &[f64], max_points: usize) -> Option<f64> {
     median_mut(&mut slopes)
 }
 
+/// Least-squares slope of `y` over `x` (0 when x does not vary).
+pub fn ls_slope(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
 /// Standard normal CDF (Abramowitz–Stegun 7.1.26 via erf, error < 1.5e-7).
 pub fn normal_cdf(z: f64) -> f64 {
     if z.is_nan() {
