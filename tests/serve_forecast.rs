@@ -313,7 +313,8 @@ fn bends_range(s: i64, e: i64, st: i64) -> String {
     let noise = |t: i64, k: f64| 0.6 * ((t as f64 * 0.0123 + k).sin() * 7_919.0).sin();
     let onset = e - 3 * 3600;
     let rate = 55.0 / (8.0 * 3600.0);
-    let series: [(&str, Box<dyn Fn(i64) -> f64>); 3] = [
+    type Usage = Box<dyn Fn(i64) -> f64>;
+    let series: [(&str, Usage); 3] = [
         (
             "node-leak",
             Box::new(move |t| 45.0 + rate * (t - onset).max(0) as f64 + noise(t, 1.0)),
