@@ -12,10 +12,16 @@
 //!    look like a leak. The daily profile (30-minute buckets) is added back, so
 //!    the forecast crosses capacity at the daily *peak*, where exhaustion
 //!    happens.
-//! 3. **Calibrated on the series' own past.** The slope is refitted at earlier
+//! 3. **Bends as well as jumps.** A leak that started this morning bends the
+//!    slope without a jump. The seasonally adjusted series is segmented into
+//!    lines ([`super::segment`]); the regime since the last change replaces
+//!    the long trend when its slope stands out from the series' own windowed
+//!    slopes (and from the slope this time of day usually has) and the
+//!    rolling-origin back-test prefers it (`fit_bend`).
+//! 4. **Calibrated on the series' own past.** The slope is refitted at earlier
 //!    origins (rolling-origin back-test); how far those fits would have missed
 //!    today's level sets the slope uncertainty, combined with the residual noise.
-//! 4. **Probability, time and interval.** `confidence` is the probability the
+//! 5. **Probability, time and interval.** `confidence` is the probability the
 //!    series crosses capacity within the horizon; `exhaustion_at` is the first
 //!    time the median forecast crosses; the interval is where the 95% band
 //!    crosses.
