@@ -947,8 +947,15 @@ fn fit_bend(
     let n_seg = ts_.len() as f64;
     let span = -ts_[0];
     let se_b = sigma_noise.max(ch.sigma_b) * 12f64.sqrt() / span.max(step) / n_seg.sqrt();
-    let sigma_slope = se_b.max((b_o - b).abs());
-    let sigma_level = sigma_noise.max(ch.sigma_b) / (ch.m as f64).sqrt();
+    // Where exactly the change was is uncertain too: the slope refitted
+    // without the regime's first quarter says how much that matters.
+    let q = ts_.len() / 4;
+    let b_late = theil_sen(&ts_[q..], &as_[q..], 160).unwrap_or(b);
+    let sigma_slope = se_b.max((b_o - b).abs()).max((b_late - b).abs());
+    // How far the back-test's fit missed the samples it predicted (mean
+    // absolute error, scaled to a sigma) bounds the level error from below.
+    let backtest_sigma = 1.25 * err_bend / (ts_.len() - o) as f64;
+    let sigma_level = (sigma_noise.max(ch.sigma_b) / (ch.m as f64).sqrt()).max(backtest_sigma);
     notes.push(format!(
         "trend changed {:.1}h ago: fitted on the samples since ({:+.4}/h, before {:+.4}/h)",
         span / 3600.0,
