@@ -32,7 +32,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::series::{clean, CleanReport};
-use super::stats::{mad_sigma, median, median_mut, normal_cdf, theil_sen};
+use super::stats::{ls_line, mad_sigma, median, median_mut, normal_cdf, theil_sen};
 
 const DAY: f64 = 86_400.0;
 const Z95: f64 = 1.96;
@@ -342,9 +342,8 @@ impl Model {
                 sigma_slope,
                 sigma_level,
             } => {
-                let season = profile.as_ref().map_or(0.0, |(p, period)| {
-                    profile_at(p, *period, now_abs + lead) - profile_at(p, *period, now_abs)
-                });
+                let season = season_at(profile.as_ref(), now_abs + lead)
+                    - season_at(profile.as_ref(), now_abs);
                 let v = level + slope * lead + season;
                 let s = (sigma_noise.powi(2) + sigma_level.powi(2) + (sigma_slope * lead).powi(2))
                     .sqrt();
@@ -383,6 +382,26 @@ fn profile_at(p: &[f64], period: f64, t_abs: f64) -> f64 {
     let j = (i + 1) % n;
     let frac = pos - pos.floor();
     p[i] * (1.0 - frac) + p[j] * frac
+}
+
+/// The seasonal term at absolute time `t_abs`: 0 without a profile.
+fn season_at(profile: Option<&(Vec<f64>, f64)>, t_abs: f64) -> f64 {
+    profile.map_or(0.0, |(p, period)| profile_at(p, *period, t_abs))
+}
+
+/// Level of the line with slope `b` through the points `(t, v)`: the median
+/// of `v − b·t`, robust to the bursts a mean would follow.
+fn line_level(t: &[f64], v: &[f64], b: f64) -> f64 {
+    let r: Vec<f64> = t.iter().zip(v).map(|(ti, vi)| vi - b * ti).collect();
+    median(&r).unwrap_or(0.0)
+}
+
+/// Summed absolute error of the line `level + b·t` on the points `(t, v)`.
+fn line_abs_error(t: &[f64], v: &[f64], level: f64, b: f64) -> f64 {
+    t.iter()
+        .zip(v)
+        .map(|(ti, vi)| (vi - level - b * ti).abs())
+        .sum()
 }
 
 fn forecast_clean(
@@ -585,11 +604,7 @@ fn fit_linear(
     let b = slope(tr, yr);
     // Seasonal profile of the detrended regime.
     let profile = period.map(|p| (daily_profile(tr, yr, b, p, now_abs), p));
-    let season = |ti: f64| {
-        profile
-            .as_ref()
-            .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
-    };
+    let season = |ti: f64| season_at(profile.as_ref(), now_abs + ti);
     let resid: Vec<f64> = tr
         .iter()
         .zip(yr)
@@ -705,8 +720,8 @@ fn buckets(t: &[f64], v: &[f64], bw: f64) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
     (bx, by, bi)
 }
 
-/// The last change of the seasonally adjusted series `adj` (times `tr`,
-/// seconds before now), as a bucket index with the buckets, or `None`.
+/// The last change of a seasonally adjusted series, as [`last_change`]
+/// finds it.
 struct Change {
     /// First sample of the new regime (index into `tr`).
     tau: usize,
@@ -721,6 +736,9 @@ struct Change {
     m: usize,
 }
 
+/// The last change of the seasonally adjusted series `adj` (times `tr`,
+/// seconds before now, sampled every `step`), or `None` when the series
+/// holds none.
 fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Change> {
     let bw = BUCKET_SECS.max(step);
     let (bx, by, bi) = buckets(tr, adj, bw);
@@ -751,7 +769,7 @@ fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Chan
         .zip(bx.chunks(win))
         .filter(|(c, _)| c.len() >= win / 2)
         .map(|(c, x)| {
-            let b = super::stats::ls_slope(x, c);
+            let b = ls_line(x, c).map_or(0.0, |(_, b)| b);
             let r: Vec<f64> = c.iter().zip(x).map(|(v, xi)| v - b * xi).collect();
             mad_sigma(&r)
         })
@@ -860,11 +878,7 @@ fn fit_bend(
     let adjust = |profile: &Option<(Vec<f64>, f64)>| -> Vec<f64> {
         tr.iter()
             .zip(yr)
-            .map(|(ti, yi)| {
-                yi - profile
-                    .as_ref()
-                    .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
-            })
+            .map(|(ti, yi)| yi - season_at(profile.as_ref(), now_abs + ti))
             .collect()
     };
     let mut profile = profile.clone();
@@ -891,11 +905,6 @@ fn fit_bend(
     if ch.z.abs() < BEND_Z || !ch.beyond_daily {
         return None;
     }
-    let season = |ti: f64| {
-        profile
-            .as_ref()
-            .map_or(0.0, |(p, per)| profile_at(p, *per, now_abs + ti))
-    };
     let tau = ch.tau;
     let (ts_, as_) = (&tr[tau..], &adj[tau..]);
     if ts_.len() < MIN_POINTS {
@@ -909,40 +918,22 @@ fn fit_bend(
         return None;
     }
     let b_o = theil_sen(&ts_[..o], &as_[..o], 160).unwrap_or(b);
-    let line_o = median(
-        &ts_[..o]
-            .iter()
-            .zip(&as_[..o])
-            .map(|(ti, ai)| ai - b_o * ti)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or(0.0);
-    let err_bend: f64 = ts_[o..]
-        .iter()
-        .zip(&as_[o..])
-        .map(|(ti, ai)| (ai - line_o - b_o * ti).abs())
-        .sum::<f64>();
+    let line_o = line_level(&ts_[..o], &as_[..o], b_o);
+    let err_bend = line_abs_error(&ts_[o..], &as_[o..], line_o, b_o);
     let before_o = tau + o;
     let k_long = (before_o / 4).clamp(3.min(before_o), 288);
-    let level_long_o = median(
-        &tr[before_o - k_long..before_o]
-            .iter()
-            .zip(&adj[before_o - k_long..before_o])
-            .map(|(ti, ai)| ai - b_long * ti)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or(0.0);
-    let err_long: f64 = ts_[o..]
-        .iter()
-        .zip(&as_[o..])
-        .map(|(ti, ai)| (ai - level_long_o - b_long * ti).abs())
-        .sum::<f64>();
+    let recent_long = before_o - k_long..before_o;
+    let level_long_o = line_level(&tr[recent_long.clone()], &adj[recent_long], b_long);
+    let err_long = line_abs_error(&ts_[o..], &as_[o..], level_long_o, b_long);
     if err_bend >= err_long {
         return None;
     }
-    let resid: Vec<f64> = ts_.iter().zip(as_).map(|(ti, ai)| ai - b * ti).collect();
-    let base = median(&resid).unwrap_or(0.0);
-    let centred: Vec<f64> = resid.iter().map(|r| r - base).collect();
+    let base = line_level(ts_, as_, b);
+    let centred: Vec<f64> = ts_
+        .iter()
+        .zip(as_)
+        .map(|(ti, ai)| ai - b * ti - base)
+        .collect();
     let sigma_noise = mad_sigma(&centred);
     let n_seg = ts_.len() as f64;
     let span = -ts_[0];
@@ -967,7 +958,7 @@ fn fit_bend(
         slope: b,
         regime_start: start + tau,
         kind: ModelKind::Linear {
-            level: base + season(0.0),
+            level: base + season_at(profile.as_ref(), now_abs),
             slope: b,
             profile,
             sigma_noise,
@@ -1225,24 +1216,13 @@ pub fn predict_linear_crossing(
     if last >= capacity {
         return Some(now);
     }
-    let w: Vec<(f64, f64)> = pts
+    // Times relative to now, so the line's intercept is its value at now.
+    let (x, y): (Vec<f64>, Vec<f64>) = pts
         .iter()
         .filter(|p| p.0 > now - window_secs)
         .map(|p| ((p.0 - now) as f64, p.1))
-        .collect();
-    if w.len() < 2 {
-        return None;
-    }
-    let n = w.len() as f64;
-    let mx = w.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = w.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = w.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = w.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let slope = sxy / sxx;
-    let at_now = my - slope * mx;
+        .unzip();
+    let (at_now, slope) = ls_line(&x, &y)?;
     if at_now + slope * (horizon_secs as f64) < capacity {
         return None;
     }

@@ -65,21 +65,23 @@ pub fn theil_sen(x: &[f64], y: &[f64], max_points: usize) -> Option<f64> {
     median_mut(&mut slopes)
 }
 
-/// Least-squares slope of `y` over `x` (0 when x does not vary).
-pub fn ls_slope(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len().min(y.len()) as f64;
-    if n < 2.0 {
-        return 0.0;
+/// Least-squares line of `y` over `x`: `(intercept at x = 0, slope)`, or
+/// `None` with fewer than two points or when `x` does not vary.
+pub fn ls_line(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    let n = x.len().min(y.len());
+    if n < 2 {
+        return None;
     }
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
+    let (x, y) = (&x[..n], &y[..n]);
+    let mx = x.iter().sum::<f64>() / n as f64;
+    let my = y.iter().sum::<f64>() / n as f64;
     let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
     let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    if sxx > 0.0 {
-        sxy / sxx
-    } else {
-        0.0
+    if sxx <= 0.0 {
+        return None;
     }
+    let slope = sxy / sxx;
+    Some((my - slope * mx, slope))
 }
 
 /// Standard normal CDF (Abramowitz–Stegun 7.1.26 via erf, error < 1.5e-7).
