@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use chrono::DateTime;
 use serde::Deserialize;
+use stormcast::analyze::eval::Tally;
 use stormcast::analyze::forecast::predict_linear_crossing;
 use stormcast::analyze::{forecast, parse_input, CrossCheck, Forecast, ForecastParams};
 
@@ -45,68 +46,50 @@ fn secs(s: &str) -> i64 {
         .timestamp()
 }
 
-/// Positive (`Some(true)`), negative (`Some(false)`) or not scored.
+/// Positive (`Some(true)`), negative (`Some(false)`) or not scored, as the
+/// folder's scorer counts them: exhaustions 2 to 24 h ahead must warn,
+/// cases that do not exhaust within 36 h must not.
 fn label(now: i64, truth: Option<i64>) -> Option<bool> {
     match truth {
         Some(te) if te - now <= H24 && te - now >= H2 => Some(true),
-        Some(te) if te - now <= H24 => None,
         Some(te) if te - now <= H24 * 3 / 2 => None,
         _ => Some(false),
     }
 }
 
-#[derive(Default)]
-struct Score {
-    pos: usize,
-    tp: usize,
-    neg: usize,
-    fp: usize,
-    errs: Vec<f64>,
+/// A scored case added to `tally`; unscored ones are left out.
+fn add(tally: &mut Tally, now: i64, truth: Option<i64>, pred: Option<i64>) {
+    match label(now, truth) {
+        Some(true) => tally.add(truth, now, pred, H24),
+        Some(false) => tally.add(None, now, pred, H24),
+        None => {}
+    }
 }
 
-impl Score {
-    fn add(&mut self, now: i64, truth: Option<i64>, pred: Option<i64>) {
-        let warned = pred.is_some_and(|p| p - now <= H24);
-        match label(now, truth) {
-            Some(true) => {
-                self.pos += 1;
-                if warned {
-                    self.tp += 1;
-                    let te = truth.unwrap_or(now);
-                    self.errs
-                        .push((pred.unwrap_or(now) - te).abs() as f64 / (te - now).max(1) as f64);
-                }
-            }
-            Some(false) => {
-                self.neg += 1;
-                self.fp += usize::from(warned);
-            }
-            None => {}
+fn row(name: &str, tally: &Tally) {
+    let s = tally.clone().finish();
+    let r = |a: usize, b: usize| {
+        if b == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.3}", a as f64 / b as f64)
         }
-    }
-
-    fn row(&self, name: &str) {
-        let mut e = self.errs.clone();
-        e.sort_by(f64::total_cmp);
-        let med = e.get(e.len() / 2).copied();
-        let r = |a: usize, b: usize| {
-            if b == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.3}", a as f64 / b as f64)
-            }
-        };
-        println!(
-            "{name:<28} {:>7} {:>5}/{:<4} {:>7} {:>4}/{:<4} {:>9}",
-            r(self.tp, self.pos),
-            self.tp,
-            self.pos,
-            r(self.fp, self.neg),
-            self.fp,
-            self.neg,
-            med.map_or("-".into(), |m| format!("{m:.3}"))
-        );
-    }
+    };
+    let med = s.median_rel_time_error;
+    println!(
+        "{name:<28} {:>7} {:>5}/{:<4} {:>7} {:>4}/{:<4} {:>9}",
+        r(s.warned, s.positives),
+        s.warned,
+        s.positives,
+        r(s.false_alarms, s.negatives),
+        s.false_alarms,
+        s.negatives,
+        if med.is_nan() {
+            "-".into()
+        } else {
+            format!("{med:.3}")
+        }
+    );
 }
 
 fn header() {
@@ -137,9 +120,9 @@ fn main() {
         ..Default::default()
     };
     let bar = indicatif::ProgressBar::new(truth.len() as u64);
-    let mut ours = Score::default();
-    let mut base = Score::default();
-    let mut per_kind: BTreeMap<String, (Score, Score)> = BTreeMap::new();
+    let mut ours = Tally::default();
+    let mut base = Tally::default();
+    let mut per_kind: BTreeMap<String, (Tally, Tally)> = BTreeMap::new();
     // (confidence, exhausted within 24 h) over scored cases.
     let mut reliability: Vec<(f64, bool)> = Vec::new();
     let (mut bracketed, mut warned_pos) = (0usize, 0usize);
@@ -167,11 +150,11 @@ fn main() {
             .as_ref()
             .and_then(|f| f.exhaustion_at.map(|x| x.timestamp()));
         let bl = predict_linear_crossing(&points, 1.0, 6 * 3600, H24);
-        ours.add(now, te, pred);
-        base.add(now, te, bl);
+        add(&mut ours, now, te, pred);
+        add(&mut base, now, te, bl);
         let slot = per_kind.entry(t.kind.clone()).or_default();
-        slot.0.add(now, te, pred);
-        slot.1.add(now, te, bl);
+        add(&mut slot.0, now, te, pred);
+        add(&mut slot.1, now, te, bl);
         if let (Some(f), Some(l)) = (&f, label(now, te)) {
             reliability.push((f.confidence, l));
             if l && pred.is_some_and(|p| p - now <= H24) {
@@ -193,12 +176,12 @@ fn main() {
         1e3 * elapsed / truth.len().max(1) as f64
     );
     header();
-    ours.row("stormcast");
-    base.row("predict_linear 6h");
+    row("stormcast", &ours);
+    row("predict_linear 6h", &base);
     println!("per pattern (stormcast, then predict_linear):");
     for (k, (o, b)) in &per_kind {
-        o.row(&format!("  {k}"));
-        b.row("    predict_linear");
+        row(&format!("  {k}"), o);
+        row("    predict_linear", b);
     }
     println!(
         "bracket: exhaustion_earliest..exhaustion_latest (open end = horizon) holds the true time in {}/{} warned exhaustions ({:.1}%)",
@@ -323,15 +306,15 @@ print(json.dumps({"steps": out, "secs_per_series": total / max(len(out), 1)}))
         return;
     };
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("statsforecast output");
-    let mut s = Score::default();
+    let mut s = Tally::default();
     for t in truth {
         let now = secs(&t.now);
         let te = t.exhaustion_at.as_deref().map(secs);
         let pred = v["steps"][&t.case].as_i64().map(|k| now + (k + 1) * 300);
-        s.add(now, te, pred);
+        add(&mut s, now, te, pred);
     }
     header();
-    s.row("statsforecast MSTL+AutoETS");
+    row("statsforecast MSTL+AutoETS", &s);
     println!(
         "  statsforecast: {:.1} ms per series",
         1e3 * v["secs_per_series"].as_f64().unwrap_or(f64::NAN)

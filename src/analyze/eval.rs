@@ -69,6 +69,16 @@ struct Ar1 {
 }
 
 impl Ar1 {
+    /// The generators' noise: correlated from sample to sample (φ 0.7), with
+    /// a spread drawn per series.
+    fn random(rng: &mut StdRng) -> Self {
+        Ar1 {
+            phi: 0.7,
+            sigma: rng.gen_range(0.3..1.2),
+            state: 0.0,
+        }
+    }
+
     fn next(&mut self, rng: &mut StdRng) -> f64 {
         let e = gauss(rng) * self.sigma * (1.0 - self.phi * self.phi).sqrt();
         self.state = self.phi * self.state + e;
@@ -93,11 +103,7 @@ fn daily(t: i64, peak_hour: f64) -> f64 {
 pub fn generate(kind: Kind, rng: &mut StdRng) -> Case {
     let n = (9 * DAY / STEP) as usize;
     let cap = 100.0;
-    let mut noise = Ar1 {
-        phi: 0.7,
-        sigma: rng.gen_range(0.3..1.2),
-        state: 0.0,
-    };
+    let mut noise = Ar1::random(rng);
     let peak_hour = rng.gen_range(9.0..20.0);
     // Truth exhaustion time for exhausting kinds: day 5..8.
     let t_ex = T0 + rng.gen_range(5 * DAY..8 * DAY);
@@ -246,19 +252,22 @@ pub struct EvalReport {
     pub interval_coverage: f64,
 }
 
-struct Acc {
+/// Running [`Scores`] of one method: each scored cut is added with its true
+/// exhaustion time (`None` for a cut that must not warn; cuts that are
+/// neither are left out by the caller).
+#[derive(Clone, Default)]
+pub struct Tally {
     s: Scores,
     errs: Vec<f64>,
 }
 
-impl Acc {
-    fn new() -> Self {
-        Acc {
-            s: Scores::default(),
-            errs: Vec::new(),
-        }
+impl Tally {
+    pub fn new() -> Self {
+        Self::default()
     }
-    fn add(&mut self, truth: Option<i64>, now: i64, pred: Option<i64>, horizon: i64) {
+
+    /// One cut at `now`: warned when `pred` falls within `horizon`.
+    pub fn add(&mut self, truth: Option<i64>, now: i64, pred: Option<i64>, horizon: i64) {
         let warned = pred.is_some_and(|p| p - now <= horizon);
         match truth {
             Some(te) => {
@@ -277,10 +286,16 @@ impl Acc {
             }
         }
     }
-    fn finish(mut self) -> Scores {
+    pub fn finish(mut self) -> Scores {
         self.s.median_rel_time_error = median(&self.errs).unwrap_or(f64::NAN);
         self.s
     }
+}
+
+/// The samples of a time-ordered series up to and including `now`: the
+/// history a forecast made at `now` would have had.
+fn history_until(points: &[(i64, f64)], now: i64) -> &[(i64, f64)] {
+    &points[..points.partition_point(|p| p.0 <= now)]
 }
 
 /// Cuts every case at its "now" points and scores both methods.
@@ -307,23 +322,23 @@ pub fn evaluate_method(
         ..Default::default()
     };
     let (mut covered, mut warned) = (0usize, 0usize);
-    let mut ours = Acc::new();
-    let mut base = Acc::new();
-    let mut per: Vec<(Kind, Acc, Acc)> = Kind::ALL
+    let mut ours = Tally::new();
+    let mut base = Tally::new();
+    let mut per: Vec<(Kind, Tally, Tally)> = Kind::ALL
         .iter()
-        .map(|k| (*k, Acc::new(), Acc::new()))
+        .map(|k| (*k, Tally::new(), Tally::new()))
         .collect();
     let mut errors = 0;
-    let mut mstl = Acc::new();
-    let mut mstl_ours = Acc::new();
+    let mut mstl = Tally::new();
+    let mut mstl_ours = Tally::new();
     for (ci, c) in cases.iter().enumerate() {
         for &now in &c.cuts {
-            let hist: Vec<(i64, f64)> = c.points.iter().copied().filter(|p| p.0 <= now).collect();
+            let hist = history_until(&c.points, now);
             let truth = c.exhaustion_at.filter(|te| *te - now >= 2 * HOUR);
             if c.exhaustion_at.is_some() && truth.is_none() {
                 continue;
             }
-            let pred = match forecast(&hist, c.capacity, &params) {
+            let pred = match forecast(hist, c.capacity, &params) {
                 Ok(f) => {
                     if let (Some(te), Some(_)) = (truth, f.exhaustion_at) {
                         warned += 1;
@@ -342,11 +357,11 @@ pub fn evaluate_method(
                     None
                 }
             };
-            let bl = predict_linear_crossing(&hist, c.capacity, 6 * HOUR, horizon_secs);
+            let bl = predict_linear_crossing(hist, c.capacity, 6 * HOUR, horizon_secs);
             ours.add(truth, now, pred, horizon_secs);
             base.add(truth, now, bl, horizon_secs);
             if ci < mstl_cases {
-                let m = baseline::mstl_crossing(&hist, c.capacity, horizon_secs)
+                let m = baseline::mstl_crossing(hist, c.capacity, horizon_secs)
                     .ok()
                     .flatten();
                 mstl.add(truth, now, m, horizon_secs);
@@ -387,11 +402,7 @@ pub fn generate_leaks(seed: u64, n: usize) -> Vec<LeakCase> {
     (0..n)
         .map(|_| {
             let cap = 100.0;
-            let mut noise = Ar1 {
-                phi: 0.7,
-                sigma: rng.gen_range(0.3..1.2),
-                state: 0.0,
-            };
+            let mut noise = Ar1::random(&mut rng);
             let peak_hour = rng.gen_range(9.0..20.0);
             let amp = if rng.gen_bool(0.5) {
                 rng.gen_range(3.0..15.0)
@@ -469,8 +480,8 @@ pub fn time_to_warn(
         let mut first = None;
         let mut now = c.onset + every_secs;
         while now <= c.exhaustion_at - 2 * HOUR {
-            let hist: Vec<(i64, f64)> = c.points.iter().copied().filter(|p| p.0 <= now).collect();
-            let warned = forecast(&hist, c.capacity, &params).is_ok_and(|f| {
+            let hist = history_until(&c.points, now);
+            let warned = forecast(hist, c.capacity, &params).is_ok_and(|f| {
                 f.confidence >= min_confidence
                     && f.exhaustion_at
                         .is_some_and(|t| (t.timestamp() - now) <= horizon_secs)
