@@ -108,64 +108,112 @@ impl Drop for Kill {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_raises_predictive_alerts_and_serves_the_report() {
-    let app = axum::Router::new()
-        .route("/api/v1/query_range", get(query_range))
-        .route("/api/v1/query", get(query));
+/// A fake Prometheus serving `app` on a free loopback port.
+async fn fake_prometheus(app: axum::Router) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prom = l.local_addr().unwrap();
+    let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(
-        dir.path().join("models/disk.yaml"),
-        "models:\n  - name: disk\n    resource: disk\n    usage: disk_used_percent\n    capacity: {query: disk_size_percent}\n    match_on: [instance, mountpoint]\n    interval: 30s\n    labels: {node: instance}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("models/memory.yaml"),
-        "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n    peers: true\n",
-    )
-    .unwrap();
+/// `stormcast serve` on a free loopback port, with `models` (file name and
+/// YAML) in `dir/models`, the `history` block of its config, and `envs`.
+/// Returns the process, killed on drop, and its base URL.
+fn start_serve(
+    dir: &std::path::Path,
+    models: &[(&str, &str)],
+    history: &str,
+    envs: &[(&str, &str)],
+) -> (Kill, String) {
+    std::fs::create_dir(dir.join("models")).unwrap();
+    for (file, yaml) in models {
+        std::fs::write(dir.join("models").join(file), yaml).unwrap();
+    }
     let port = free_port();
-    let data = dir.path().join("data").display().to_string();
+    let data = dir.join("data").display().to_string();
     std::fs::write(
-        dir.path().join("config.yaml"),
+        dir.join("config.yaml"),
         format!(
-            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\nhistory:\n  lookback: 1d\n  endpoints:\n    - url: http://{prom}\n      bearer_token_env: STORMCAST_TEST_PROM_TOKEN\n"
+            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\n{history}"
         ),
     )
     .unwrap();
-    let _child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_stormcast"))
-            .args([
-                "serve",
-                "--config",
-                dir.path().join("config.yaml").to_str().unwrap(),
-            ])
-            .env("STORMCAST_TEST_PROM_TOKEN", "s3cret")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let child = Command::new(env!("CARGO_BIN_EXE_stormcast"))
+        .args([
+            "serve",
+            "--config",
+            dir.join("config.yaml").to_str().unwrap(),
+        ])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Kill(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// The active alerts named `name`, or `None` while serve does not answer.
+async fn alerts_named(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let r = http
+        .get(format!("{base}/api/v1/alerts"))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    Some(
+        v.as_array()?
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == name)
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Seconds from now to an RFC 3339 time.
+fn lead_secs(at: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp()
+        - chrono::Utc::now().timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_predictive_alerts_and_serves_the_report() {
+    let prom = fake_prometheus(
+        axum::Router::new()
+            .route("/api/v1/query_range", get(query_range))
+            .route("/api/v1/query", get(query)),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = start_serve(
+        dir.path(),
+        &[
+            (
+                "disk.yaml",
+                "models:\n  - name: disk\n    resource: disk\n    usage: disk_used_percent\n    capacity: {query: disk_size_percent}\n    match_on: [instance, mountpoint]\n    interval: 30s\n    labels: {node: instance}\n",
+            ),
+            (
+                "memory.yaml",
+                "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n    peers: true\n",
+            ),
+        ],
+        &format!(
+            "history:\n  lookback: 1d\n  endpoints:\n    - url: http://{prom}\n      bearer_token_env: STORMCAST_TEST_PROM_TOKEN\n"
+        ),
+        &[("STORMCAST_TEST_PROM_TOKEN", "s3cret")],
     );
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let alert = loop {
         assert!(Instant::now() < deadline, "no predictive alert within 30s");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let Ok(r) = http.get(format!("{base}/api/v1/alerts")).send().await else {
-            continue;
-        };
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
-        if let Some(a) = v.as_array().and_then(|a| {
-            a.iter()
-                .find(|a| a["labels"]["alertname"] == "ResourceExhaustionPredicted")
-                .cloned()
-        }) {
+        let found = alerts_named(&http, &base, "ResourceExhaustionPredicted").await;
+        if let Some(a) = found.and_then(|f| f.into_iter().next()) {
             break a;
         }
     };
@@ -187,21 +235,9 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
             Instant::now() < deadline,
             "no peer-outlier alert within 30s"
         );
-        let v: serde_json::Value = http
-            .get(format!("{base}/api/v1/alerts"))
-            .send()
+        let found = alerts_named(&http, &base, "MetricPeerOutlierDetected")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let found: Vec<serde_json::Value> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["labels"]["alertname"] == "MetricPeerOutlierDetected")
-            .cloned()
-            .collect();
+            .expect("alerts");
         if !found.is_empty() {
             break found;
         }
@@ -250,11 +286,7 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         assert!(Instant::now() < deadline, "no report");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let at = report["series"][0]["exhaustion_at"].as_str().unwrap();
-    let lead = chrono::DateTime::parse_from_rfc3339(at)
-        .unwrap()
-        .timestamp()
-        - chrono::Utc::now().timestamp();
+    let lead = lead_secs(report["series"][0]["exhaustion_at"].as_str().unwrap());
     assert!((4 * 3600..6 * 3600).contains(&lead), "lead {lead}s");
     let html = http
         .get(format!("{base}/api/v1/report"))
@@ -364,40 +396,19 @@ async fn bends_query_range(Query(q): Query<BTreeMap<String, String>>) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
-    let app = axum::Router::new().route("/api/v1/query_range", get(bends_query_range));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let prom = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-
+    let prom =
+        fake_prometheus(axum::Router::new().route("/api/v1/query_range", get(bends_query_range)))
+            .await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(
-        dir.path().join("models/memory.yaml"),
-        "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let data = dir.path().join("data").display().to_string();
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        format!(
-            "server: {{listen: \"127.0.0.1:{port}\"}}\nstore: {{path: \"{data}\"}}\nmodels_dir: models\nhistory:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"
-        ),
-    )
-    .unwrap();
-    let _child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_stormcast"))
-            .args([
-                "serve",
-                "--config",
-                dir.path().join("config.yaml").to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_child, base) = start_serve(
+        dir.path(),
+        &[(
+            "memory.yaml",
+            "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n",
+        )],
+        &format!("history:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"),
+        &[],
     );
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     // The report lists every series of the run; the run's alerts are
@@ -421,21 +432,9 @@ async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
         }
     };
     let alerts = loop {
-        let v: serde_json::Value = http
-            .get(format!("{base}/api/v1/alerts"))
-            .send()
+        let found = alerts_named(&http, &base, "ResourceExhaustionPredicted")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let found: Vec<serde_json::Value> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["labels"]["alertname"] == "ResourceExhaustionPredicted")
-            .cloned()
-            .collect();
+            .expect("alerts");
         if !found.is_empty() || Instant::now() >= deadline {
             break found;
         }
@@ -448,11 +447,7 @@ async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
     assert_eq!(nodes, ["node-leak"], "{alerts:?}\nreport: {report}");
     let leak = &alerts[0];
     assert_eq!(leak["labels"]["severity"], "warning");
-    let at = leak["annotations"]["exhaustion_at"].as_str().unwrap();
-    let lead = chrono::DateTime::parse_from_rfc3339(at)
-        .unwrap()
-        .timestamp()
-        - chrono::Utc::now().timestamp();
+    let lead = lead_secs(leak["annotations"]["exhaustion_at"].as_str().unwrap());
     assert!((4 * 3600..6 * 3600).contains(&lead), "lead {lead}s: {leak}");
     let methods: Vec<(&str, &str)> = report["series"]
         .as_array()
