@@ -173,6 +173,31 @@ async fn alerts_named(
     )
 }
 
+/// Polls until alerts named `name` are active or `deadline` passes; returns
+/// them (none when the deadline passed first).
+async fn wait_for_alerts(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    deadline: Instant,
+) -> Vec<serde_json::Value> {
+    loop {
+        let found = alerts_named(http, base, name).await.unwrap_or_default();
+        if !found.is_empty() || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The `node` label of each alert.
+fn nodes(alerts: &[serde_json::Value]) -> Vec<&str> {
+    alerts
+        .iter()
+        .map(|a| a["labels"]["node"].as_str().unwrap())
+        .collect()
+}
+
 /// Seconds from now to an RFC 3339 time.
 fn lead_secs(at: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(at)
@@ -209,14 +234,11 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
     );
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let alert = loop {
-        assert!(Instant::now() < deadline, "no predictive alert within 30s");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let found = alerts_named(&http, &base, "ResourceExhaustionPredicted").await;
-        if let Some(a) = found.and_then(|f| f.into_iter().next()) {
-            break a;
-        }
-    };
+    let alert = wait_for_alerts(&http, &base, "ResourceExhaustionPredicted", deadline)
+        .await
+        .into_iter()
+        .next()
+        .expect("no predictive alert within 30s");
     assert_eq!(alert["labels"]["node"], "node-1");
     assert_eq!(alert["labels"]["cluster"], "c1");
     assert_eq!(alert["labels"]["severity"], "warning");
@@ -230,24 +252,8 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
 
     // Both models run in the same pass and each model's alerts are applied
     // together, so once one peer alert is there, all of that run's are.
-    let peer_alerts = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no peer-outlier alert within 30s"
-        );
-        let found = alerts_named(&http, &base, "MetricPeerOutlierDetected")
-            .await
-            .expect("alerts");
-        if !found.is_empty() {
-            break found;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let nodes: Vec<&str> = peer_alerts
-        .iter()
-        .map(|a| a["labels"]["node"].as_str().unwrap())
-        .collect();
-    assert_eq!(nodes, ["node-c"], "{peer_alerts:?}");
+    let peer_alerts = wait_for_alerts(&http, &base, "MetricPeerOutlierDetected", deadline).await;
+    assert_eq!(nodes(&peer_alerts), ["node-c"], "{peer_alerts:?}");
     let peer = &peer_alerts[0];
     assert_eq!(peer["labels"]["cluster"], "c1");
     assert_eq!(peer["labels"]["instance"], "node-c");
@@ -431,20 +437,12 @@ async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
             break v;
         }
     };
-    let alerts = loop {
-        let found = alerts_named(&http, &base, "ResourceExhaustionPredicted")
-            .await
-            .expect("alerts");
-        if !found.is_empty() || Instant::now() >= deadline {
-            break found;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let nodes: Vec<&str> = alerts
-        .iter()
-        .map(|a| a["labels"]["node"].as_str().unwrap())
-        .collect();
-    assert_eq!(nodes, ["node-leak"], "{alerts:?}\nreport: {report}");
+    let alerts = wait_for_alerts(&http, &base, "ResourceExhaustionPredicted", deadline).await;
+    assert_eq!(
+        nodes(&alerts),
+        ["node-leak"],
+        "{alerts:?}\nreport: {report}"
+    );
     let leak = &alerts[0];
     assert_eq!(leak["labels"]["severity"], "warning");
     let lead = lead_secs(leak["annotations"]["exhaustion_at"].as_str().unwrap());
