@@ -18,8 +18,6 @@ use crate::ingest::{parse_delivery, Delivery, IngestConfig, PayloadError};
 pub const EXHAUSTION_ALERT: &str = "ResourceExhaustionPredicted";
 pub const ANOMALY_ALERT: &str = "MetricAnomalyDetected";
 pub const PEER_ALERT: &str = "MetricPeerOutlierDetected";
-/// Anomaly alerts fire when the latest point scores at least this.
-pub const ANOMALY_THRESHOLD: f64 = 0.9;
 
 /// Series labels copied onto alerts as they are.
 const COPIED: [&str; 9] = [
@@ -112,14 +110,17 @@ pub fn anomaly_alert(
     if !model.anomaly {
         return None;
     }
-    let score = r.anomaly_score.filter(|s| *s >= ANOMALY_THRESHOLD)?;
+    // The highest score since the previous evaluation (see `run`).
+    let score = r
+        .anomaly_score
+        .filter(|s| *s >= model.anomaly_profile.threshold())?;
     let mut labels = alert_labels(model, r, ANOMALY_ALERT);
     labels.insert("severity".into(), "info".into());
     let subj = subject(model, &labels);
     let current = r.history.last().map_or(String::new(), |p| fmt_num(p.1));
     let annotations = json!({
         "summary": format!("{subj} behaves unusually"),
-        "description": format!("{} is at {current}, unusual for its recent daily pattern (anomaly score {score:.2}).", r.name),
+        "description": format!("{} is at {current}, unusual for its recent behaviour (anomaly score {score:.2}).", r.name),
         "anomaly_score": format!("{score:.2}"),
         "current_usage": current,
     });

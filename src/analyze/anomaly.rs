@@ -1,13 +1,33 @@
 //! Anomaly detection.
 //!
 //! * **Online per-series score** ([`OnlineScorer`]): every point is scored
-//!   from the state built on the points *before* it, never after. The state is
-//!   a robust additive Holt–Winters: a level, a daily profile of 48 half-hour
-//!   buckets, and an exponentially weighted mean absolute residual as the
-//!   scale. Updates are clipped at 3 scales so a spike does not teach the model.
-//!   A two-sided CUSUM on the standardised residuals detects level shifts; on
-//!   detection the level jumps to the new regime so one shift is not scored
-//!   as a long run of anomalies.
+//!   from the state built on the points *before* it, never after, in O(1)
+//!   time and fixed memory. Four statistics describe how a point differs
+//!   from what came before:
+//!   - *level*: distance from the long-run mean in long-run standard
+//!     deviations (a week of 5-minute samples as half-life);
+//!   - *rate of change*: the step from the previous sample against the
+//!     usual step;
+//!   - *variance*: a short moving mean of squared residuals against the
+//!     series' own forecast (level, or level and daily profile once two days
+//!     show a daily shape), which rises when the noise changes;
+//!   - *flat-line*: how many samples in a row have not changed (a stuck
+//!     exporter).
+//!
+//!   For each statistic the scorer keeps an exponentially decaying histogram
+//!   of its past values and turns the current value into a conformal p-value:
+//!   the weight of past values at least as extreme. Beyond what was seen, the
+//!   tail is extrapolated as an exponential fitted to the top 2 % (peaks over
+//!   threshold). The p-values are combined with Fisher's
+//!   method into one probability `p`, and the score is `-log10(p) / 6`,
+//!   clipped to [0, 1]: 0.5 means "one in a thousand", 1 means "one in a
+//!   million or rarer".
+//! * **One alert per episode**: once a point reaches the alert threshold,
+//!   the series rests for [`REST_SECS`] (Alertmanager's default
+//!   `repeat_interval`): its points score 0 while the model keeps learning,
+//!   so a level shift that becomes the new normal fires once.
+//! * **Counters** (monotone with resets) are scored on their per-second
+//!   increase, not on the ever-growing total.
 //! * **Cross-series outliers** ([`peer_outliers`]): "this node behaves unlike
 //!   its peers", with augurs' MAD detector over aligned series.
 //!   [`recent_peer_outliers`] is the form `serve` alerts on: each moment of
@@ -21,136 +41,446 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{self, median_mut, MAD_TO_SIGMA};
 
-const BUCKETS: usize = 48;
 const DAY: i64 = 86_400;
-/// Points before any score is given (the level and scale need some history).
-pub const WARMUP: usize = 12;
+/// Points before any score is given: the histograms need some mass.
+pub const WARMUP: usize = 100;
+/// Quiet time after an alert-level point: Alertmanager's default
+/// `repeat_interval`.
+pub const REST_SECS: i64 = 4 * 3600;
+/// Score at which `serve` raises `MetricAnomalyDetected` and after which a
+/// series rests: [`Profile::Standard`]'s threshold.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
+/// How a user trades false alerts against misses. Each threshold is the one
+/// NAB's optimiser chose for the profile of the same name on NAB v1.1,
+/// rounded (docs/forecasting.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// False positives cost 0.11 of a missed anomaly.
+    #[default]
+    Standard,
+    /// False positives cost twice as much.
+    LowFalsePositives,
+    /// Misses cost twice as much.
+    LowMisses,
+}
+
+impl Profile {
+    pub fn threshold(self) -> f64 {
+        match self {
+            Profile::Standard => DEFAULT_THRESHOLD,
+            Profile::LowFalsePositives => 0.68,
+            Profile::LowMisses => 0.47,
+        }
+    }
+}
+/// `-log10(p)` that maps to a score of 1.
+const DECADES: f64 = 6.0;
+
+/// Decaying histogram of a positive statistic on a log scale, with
+/// Fenwick trees for O(log bins) tail sums.
+#[derive(Debug, Clone)]
+struct Tail {
+    /// Fenwick tree of weights per bin.
+    w: [f64; BINS],
+    /// Fenwick tree of weight × bin centre (log10), for mean excesses.
+    wc: [f64; BINS],
+    total: f64,
+    /// Weight of the next sample; grows instead of decaying every bin.
+    inc: f64,
+    growth: f64,
+}
+
+const BINS: usize = 128;
+const LOG_LO: f64 = -4.0;
+const LOG_HI: f64 = 4.0;
+/// Fraction of the mass treated as the tail for extrapolation.
+const TAIL_MASS: f64 = 0.02;
+
+fn log_stat(s: f64) -> f64 {
+    if s > 0.0 {
+        s.log10().clamp(LOG_LO, LOG_HI)
+    } else {
+        LOG_LO
+    }
+}
+
+fn bin_of(l: f64) -> usize {
+    (((l - LOG_LO) / (LOG_HI - LOG_LO) * BINS as f64) as usize).min(BINS - 1)
+}
+
+fn bin_low(b: usize) -> f64 {
+    LOG_LO + b as f64 * (LOG_HI - LOG_LO) / BINS as f64
+}
+
+fn fen_add(t: &mut [f64; BINS], i: usize, v: f64) {
+    let mut i = i + 1;
+    while i <= BINS {
+        t[i - 1] += v;
+        i += i & i.wrapping_neg();
+    }
+}
+
+/// Sum of bins `0..i`.
+fn fen_prefix(t: &[f64; BINS], i: usize) -> f64 {
+    let (mut i, mut s) = (i, 0.0);
+    while i > 0 {
+        s += t[i - 1];
+        i -= i & i.wrapping_neg();
+    }
+    s
+}
+
+impl Tail {
+    fn new(half_life: f64) -> Self {
+        Tail {
+            w: [0.0; BINS],
+            wc: [0.0; BINS],
+            total: 0.0,
+            inc: 1.0,
+            growth: 2f64.powf(1.0 / half_life),
+        }
+    }
+
+    /// Conformal p-value of `s`: the share of past weight at least as
+    /// extreme, counting `s` itself; past everything seen, an exponential
+    /// tail fitted to the top [`TAIL_MASS`].
+    fn p_value(&self, s: f64) -> f64 {
+        let l = log_stat(s);
+        let b = bin_of(l);
+        let above = self.total - fen_prefix(&self.w, b);
+        let p = (above + self.inc) / (self.total + self.inc);
+        if above >= self.inc || self.total < 10.0 * self.inc {
+            return p;
+        }
+        // The first bin from the top that holds TAIL_MASS of the weight.
+        let (mut lo, mut hi) = (0, BINS);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if self.total - fen_prefix(&self.w, mid) >= TAIL_MASS * self.total {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let u = bin_low(lo);
+        let prefix = fen_prefix(&self.w, lo);
+        let mass = self.total - prefix;
+        let excess = if mass > 0.0 {
+            (fen_prefix(&self.wc, BINS) - fen_prefix(&self.wc, lo)) / mass - u
+        } else {
+            0.0
+        };
+        let beta = excess.max(0.05);
+        (mass / self.total * (-(l - u) / beta).exp()).clamp(1e-12, p)
+    }
+
+    fn add(&mut self, s: f64) {
+        let l = log_stat(s);
+        let b = bin_of(l);
+        let centre = bin_low(b) + 0.5 * (LOG_HI - LOG_LO) / BINS as f64;
+        fen_add(&mut self.w, b, self.inc);
+        fen_add(&mut self.wc, b, self.inc * centre);
+        self.total += self.inc;
+        self.inc *= self.growth;
+        if self.inc > 1e100 {
+            // Rescale everything; the Fenwick trees are linear.
+            let k = 1.0 / self.inc;
+            self.w
+                .iter_mut()
+                .chain(self.wc.iter_mut())
+                .for_each(|x| *x *= k);
+            self.total *= k;
+            self.inc = 1.0;
+        }
+    }
+}
+
+/// Fisher's combination of independent p-values.
+fn fisher(ps: &[f64]) -> f64 {
+    let x: f64 = -ps.iter().map(|p| p.max(1e-300).ln()).sum::<f64>();
+    let (mut term, mut sum) = (1.0, 1.0);
+    for i in 1..ps.len() {
+        term *= x / i as f64;
+        sum += term;
+    }
+    ((-x).exp() * sum).clamp(0.0, 1.0)
+}
+
+/// Time-of-day profile in half-hour buckets, read and learned with linear
+/// interpolation between neighbouring buckets.
+const BUCKETS: usize = 48;
+
+fn bucket_pos(t: i64) -> (usize, usize, f64) {
+    let ph = t.rem_euclid(DAY) as f64 / DAY as f64 * BUCKETS as f64;
+    let b0 = (ph as usize) % BUCKETS;
+    (b0, (b0 + 1) % BUCKETS, ph.fract())
+}
+
+/// Whether a series is a counter (monotone, with resets) or a gauge; decided
+/// on the first [`WARMUP`] points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Undecided,
+    Gauge,
+    Counter,
+}
 
 /// Online scorer for one series.
 #[derive(Debug, Clone)]
 pub struct OnlineScorer {
-    level: f64,
-    season: [f64; BUCKETS],
-    seen: [bool; BUCKETS],
-    visits: [u32; BUCKETS],
-    /// EWMA of |residual|.
-    abs_dev: f64,
+    threshold: f64,
     n: usize,
-    cusum_pos: f64,
-    cusum_neg: f64,
-    recent: Vec<f64>,
+    t0: i64,
+    /// The last raw sample.
+    prev: Option<(i64, f64)>,
+    /// The last sample in the scored unit (a counter's rate).
+    prev_value: f64,
+    kind: Kind,
+    rises: usize,
+    falls: usize,
+    /// Long-run mean and variance of the value.
+    mean: f64,
+    var: f64,
+    /// Level-only forecast and its mean absolute error.
+    level0: f64,
+    err0: f64,
+    /// Level plus daily profile, and its mean absolute error.
+    level1: f64,
+    season: [f64; BUCKETS],
+    err1: f64,
+    /// Usual absolute step.
+    step: f64,
+    /// Short moving mean of squared standardised residuals.
+    var_short: f64,
+    flat: usize,
+    run: [f64; SHIFT_RUN],
+    run_len: usize,
+    tails: [Tail; 4],
+    rest_until: i64,
 }
+
+/// Consecutive same-sign residuals beyond 3 scales that move the forecast
+/// to a new level at once.
+const SHIFT_RUN: usize = 5;
+/// Forecast level smoothing per sample.
+const ALPHA: f64 = 0.1;
+/// Daily profile smoothing per visit.
+const GAMMA: f64 = 0.2;
+/// Error-scale smoothing per sample.
+const BETA: f64 = 0.03;
+/// Half-life of the long-run mean and of the histograms, in samples: about
+/// a week of 5-minute samples.
+const LONG_HALF_LIFE: f64 = 2000.0;
+/// Weight of a new squared residual in the short variance.
+const VAR_WEIGHT: f64 = 0.25;
 
 impl Default for OnlineScorer {
     fn default() -> Self {
-        Self::new()
+        Self::new(DEFAULT_THRESHOLD)
     }
 }
 
-/// Level smoothing per sample.
-const ALPHA: f64 = 0.08;
-/// Seasonal smoothing per visit of a bucket.
-const GAMMA: f64 = 0.25;
-/// Scale smoothing.
-const BETA: f64 = 0.03;
-const CUSUM_K: f64 = 0.75;
-const CUSUM_H: f64 = 8.0;
-
 impl OnlineScorer {
-    pub fn new() -> Self {
+    /// A scorer that rests for [`REST_SECS`] after a score of `threshold`.
+    pub fn new(threshold: f64) -> Self {
         OnlineScorer {
-            level: f64::NAN,
-            season: [0.0; BUCKETS],
-            seen: [false; BUCKETS],
-            visits: [0; BUCKETS],
-            abs_dev: 0.0,
+            threshold,
             n: 0,
-            cusum_pos: 0.0,
-            cusum_neg: 0.0,
-            recent: Vec::new(),
+            t0: 0,
+            prev: None,
+            prev_value: 0.0,
+            kind: Kind::Undecided,
+            rises: 0,
+            falls: 0,
+            mean: 0.0,
+            var: 0.0,
+            level0: 0.0,
+            err0: 0.0,
+            level1: 0.0,
+            season: [0.0; BUCKETS],
+            err1: 0.0,
+            step: 0.0,
+            var_short: 1.0,
+            flat: 0,
+            run: [0.0; SHIFT_RUN],
+            run_len: 0,
+            tails: std::array::from_fn(|_| Tail::new(LONG_HALF_LIFE)),
+            rest_until: i64::MIN,
         }
+    }
+
+    /// Counter or gauge, once decided.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Scores `(t, v)` against what was learned so far, then learns from it.
     /// Returns `None` for a non-finite value (which is not learned from), and
-    /// 0 during the first [`WARMUP`] points.
+    /// 0 during the first [`WARMUP`] points and while resting.
     pub fn score(&mut self, t: i64, v: f64) -> Option<f64> {
         if !v.is_finite() {
             return None;
         }
-        let b = ((t.rem_euclid(DAY)) * BUCKETS as i64 / DAY) as usize;
-        if self.level.is_nan() {
-            self.level = v;
-        }
-        if !self.seen[b] {
-            // First visit of this half hour: learn the offset without scoring it.
-            self.season[b] = if self.n >= WARMUP {
-                v - self.level
-            } else {
-                0.0
-            };
-            self.seen[b] = true;
-        }
-        let expected = self.level + self.season[b];
-        let r = v - expected;
-        let scale = (1.25 * self.abs_dev).max(1e-9 * (1.0 + v.abs()));
-        // A bucket seen only a few times has an uncertain seasonal offset:
-        // discount the residual by that extra variance.
-        let visits = f64::from(self.visits[b].max(1));
-        let z = r / (scale * (1.0 + 1.0 / visits).sqrt());
-        self.visits[b] = self.visits[b].saturating_add(1);
-        let mut score = 0.0;
-        if self.n >= WARMUP {
-            score = 1.0 - (-(z.abs() - 3.0).max(0.0) / 1.5).exp();
-            self.cusum_pos = (self.cusum_pos + z.clamp(-4.0, 4.0) - CUSUM_K).max(0.0);
-            self.cusum_neg = (self.cusum_neg - z.clamp(-4.0, 4.0) - CUSUM_K).max(0.0);
-        }
-        self.recent.push(r);
-        if self.recent.len() > 6 {
-            self.recent.remove(0);
-        }
-        let shifted = self.cusum_pos > CUSUM_H || self.cusum_neg > CUSUM_H;
-        if shifted {
-            // A level shift: score it and move the level to the new regime.
-            score = score.max(1.0 - (-(self.cusum_pos.max(self.cusum_neg) / CUSUM_H)).exp());
-            let k = self.recent.len().min(3);
-            let mean: f64 = self.recent[self.recent.len() - k..].iter().sum::<f64>() / k as f64;
-            self.level += mean;
-            self.cusum_pos = 0.0;
-            self.cusum_neg = 0.0;
-            self.recent.clear();
-        } else {
-            let clip = if self.n >= WARMUP {
-                3.0 * scale
-            } else {
-                f64::INFINITY
-            };
-            let rc = r.clamp(-clip, clip);
-            self.level += ALPHA * rc;
-            if self.n >= WARMUP {
-                self.season[b] += GAMMA * (rc - ALPHA * rc);
+        let raw = v;
+        let v = match (self.kind, self.prev) {
+            (Kind::Counter, Some((pt, pv))) => {
+                let dt = (t - pt).max(1) as f64;
+                // A drop is a reset: the counter restarted from 0.
+                let inc = if raw >= pv { raw - pv } else { raw };
+                inc / dt
             }
-            let w = if self.n < WARMUP {
-                1.0 / (self.n + 1) as f64
-            } else {
-                BETA
-            };
-            self.abs_dev += w
-                * (r.abs().min(if self.n >= WARMUP {
-                    5.0 * scale
-                } else {
-                    f64::INFINITY
-                }) - self.abs_dev);
+            _ => raw,
+        };
+        if self.n == 0 {
+            self.start(t, v);
+            self.prev = Some((t, raw));
+            return Some(0.0);
         }
+        if let Some((_, prev_raw)) = self.prev {
+            if self.learn_kind(raw, prev_raw) {
+                self.prev = Some((t, raw));
+                return Some(0.0);
+            }
+        }
+        let prev_v = self.prev_value;
+        let n = self.n;
+        let tiny = 1e-9 * (1.0 + v.abs());
+        let (b0, b1, fr) = bucket_pos(t);
+        let seasonal = self.season[b0] * (1.0 - fr) + self.season[b1] * fr;
+        let use_season = t - self.t0 >= 2 * DAY && self.err1 < 0.9 * self.err0;
+        let (forecast, err) = if use_season {
+            (self.level1 + seasonal, self.err1)
+        } else {
+            (self.level0, self.err0)
+        };
+        let r = v - forecast;
+        let scale = (1.25 * err).max(tiny);
+        let z = r.abs() / scale;
+        let d = (v - prev_v).abs();
+        let zd = d / (1.25 * self.step).max(tiny);
+        let zl = (v - self.mean).abs() / self.var.sqrt().max(tiny);
+        let mut var_short = (1.0 - VAR_WEIGHT) * self.var_short + VAR_WEIGHT * (z * z).min(1e4);
+        self.flat = if d <= tiny { self.flat + 1 } else { 0 };
+        let stats = [zl, zd, var_short, self.flat as f64];
+        let mut score = 0.0;
+        if n >= WARMUP {
+            let mut ps = [1.0; 4];
+            for (p, (tail, s)) in ps.iter_mut().zip(self.tails.iter().zip(stats)) {
+                *p = tail.p_value(s);
+            }
+            score = (-fisher(&ps).max(1e-300).log10() / DECADES).clamp(0.0, 1.0);
+        }
+        for (tail, s) in self.tails.iter_mut().zip(stats) {
+            tail.add(s);
+        }
+
+        // Learn.
+        let warm = n >= 20;
+        let w = if warm { BETA } else { 1.0 / (n + 1) as f64 };
+        let a = if warm { ALPHA } else { 1.0 / (n + 1) as f64 };
+        let r0 = v - self.level0;
+        let r1 = v - (self.level1 + seasonal);
+        let s0 = (1.25 * self.err0).max(tiny);
+        let s1 = (1.25 * self.err1).max(tiny);
+        self.run[self.run_len % SHIFT_RUN] = r;
+        self.run_len += 1;
+        let shifted = warm
+            && self.run_len >= SHIFT_RUN
+            && (self.run.iter().all(|q| *q > 3.0 * scale)
+                || self.run.iter().all(|q| *q < -3.0 * scale));
+        if shifted {
+            // A level shift: move the forecast to the new regime at once.
+            let m = self.run.iter().sum::<f64>() / SHIFT_RUN as f64;
+            self.level0 += if use_season { r0 } else { m };
+            self.level1 += m;
+            self.run_len = 0;
+            var_short = 1.0;
+        } else {
+            let c0 = if warm { 3.0 * s0 } else { f64::INFINITY };
+            let c1 = if warm { 3.0 * s1 } else { f64::INFINITY };
+            self.level0 += a * r0.clamp(-c0, c0);
+            let rc1 = r1.clamp(-c1, c1);
+            self.level1 += a * rc1;
+            let g = GAMMA * (1.0 - a) * rc1;
+            self.season[b0] += g * (1.0 - fr);
+            self.season[b1] += g * fr;
+        }
+        let lim = |q: f64, s: f64| if warm { q.abs().min(5.0 * s) } else { q.abs() };
+        self.err0 += w * (lim(r0, s0) - self.err0);
+        self.err1 += w * (lim(r1, s1) - self.err1);
+        let step_cap = if warm {
+            5.0 * 1.25 * self.step
+        } else {
+            f64::INFINITY
+        };
+        self.step += w * (d.min(step_cap) - self.step);
+        self.var_short = var_short;
+        let lw = (1.0 - 0.5f64.powf(1.0 / LONG_HALF_LIFE)).max(1.0 / (n + 1) as f64);
+        let dm = v - self.mean;
+        self.mean += lw * dm;
+        self.var = (1.0 - lw) * (self.var + lw * dm * dm);
+        self.prev = Some((t, raw));
+        self.prev_value = v;
         self.n += 1;
-        Some(score.clamp(0.0, 1.0))
+
+        if t < self.rest_until {
+            return Some(0.0);
+        }
+        if score >= self.threshold {
+            self.rest_until = t + REST_SECS;
+        }
+        Some(score)
+    }
+
+    fn start(&mut self, t: i64, v: f64) {
+        self.t0 = t;
+        self.prev_value = v;
+        self.mean = v;
+        self.level0 = v;
+        self.level1 = v;
+        self.n = 1;
+    }
+
+    /// Decides counter or gauge at the end of the warm-up: a counter never
+    /// falls except to near zero (a reset), and mostly rises. Returns true
+    /// when the scorer restarted on a counter's rates.
+    fn learn_kind(&mut self, v: f64, prev: f64) -> bool {
+        if self.kind != Kind::Undecided {
+            return false;
+        }
+        if v > prev {
+            self.rises += 1;
+        } else if v < prev && v > 0.1 * prev.abs() {
+            self.falls += 1;
+        }
+        if self.n + 1 >= WARMUP {
+            let counter = self.falls == 0 && self.rises * 2 >= self.n && v >= 0.0;
+            self.kind = if counter { Kind::Counter } else { Kind::Gauge };
+            if counter {
+                // Restart the models on rates from here on.
+                *self = OnlineScorer {
+                    kind: Kind::Counter,
+                    ..OnlineScorer::new(self.threshold)
+                };
+                return true;
+            }
+        }
+        false
     }
 }
 
 /// Scores a whole series in its given order (online: each point sees only
-/// the points before it). One result per input point.
+/// the points before it) at [`DEFAULT_THRESHOLD`]. One result per input
+/// point.
 pub fn score_series(points: &[(i64, f64)]) -> Vec<Option<f64>> {
-    let mut s = OnlineScorer::new();
+    score_series_at(points, DEFAULT_THRESHOLD)
+}
+
+/// [`score_series`] with the series resting after scores of `threshold`.
+pub fn score_series_at(points: &[(i64, f64)], threshold: f64) -> Vec<Option<f64>> {
+    let mut s = OnlineScorer::new(threshold);
     points.iter().map(|&(t, v)| s.score(t, v)).collect()
 }
 
@@ -389,15 +719,102 @@ mod tests {
             + ((i as f64 * 12.9898).sin() * 43_758.545_3).fract()
     }
 
+    /// Deterministic noise in [-0.5, 0.5).
+    fn noise(i: usize) -> f64 {
+        ((i as f64 * 12.9898).sin() * 43_758.545_3).fract().abs() - 0.5
+    }
+
+    fn series(n: usize, mut f: impl FnMut(usize) -> f64) -> Vec<(i64, f64)> {
+        (0..n).map(|i| (i as i64 * 300, f(i))).collect()
+    }
+
+    fn alerts(s: &[Option<f64>], range: std::ops::Range<usize>) -> usize {
+        s[range]
+            .iter()
+            .filter(|v| v.unwrap_or(0.0) >= DEFAULT_THRESHOLD)
+            .count()
+    }
+
     #[test]
     fn spike_scores_high_and_cycle_scores_low() {
-        let mut pts: Vec<(i64, f64)> = (0..3 * 288).map(|i| (i as i64 * 300, wave(i))).collect();
-        pts[700].1 += 15.0;
+        let mut pts = series(4 * 288, wave);
+        pts[900].1 += 15.0;
         let s = score_series(&pts);
         assert_eq!(s.len(), pts.len());
-        assert!(s[700].unwrap() > 0.8, "{:?}", s[700]);
-        let quiet = s[400..690].iter().filter(|v| v.unwrap() > 0.5).count();
-        assert!(quiet <= 2, "{quiet} false flags");
+        assert!(s[900].unwrap() >= DEFAULT_THRESHOLD, "{:?}", s[900]);
+        assert!(
+            alerts(&s, 300..890) <= 1,
+            "{} false alerts",
+            alerts(&s, 300..890)
+        );
+    }
+
+    #[test]
+    fn the_score_is_graded() {
+        let mut pts = series(5 * 288, wave);
+        // Spikes a day apart, growing: each should outscore the last.
+        let at = [600, 888, 1176];
+        for (k, i) in at.iter().enumerate() {
+            pts[*i].1 += 2.0 * (k + 1) as f64;
+        }
+        let s = score_series(&pts);
+        let got: Vec<f64> = at.iter().map(|i| s[*i].unwrap()).collect();
+        assert!(got[0] < got[1] && got[1] < got[2], "{got:?}");
+    }
+
+    #[test]
+    fn a_level_shift_fires_once_then_becomes_normal() {
+        let pts = series(6 * 288, |i| {
+            20.0 + noise(i) + if i >= 900 { 8.0 } else { 0.0 }
+        });
+        let s = score_series(&pts);
+        assert_eq!(alerts(&s, 900..910), 1, "{:?}", &s[898..912]);
+        assert_eq!(alerts(&s, 910..6 * 288), 0);
+    }
+
+    #[test]
+    fn a_stuck_exporter_is_flagged() {
+        let pts = series(
+            4 * 288,
+            |i| if i < 800 { 20.0 + 3.0 * noise(i) } else { 20.0 },
+        );
+        let s = score_series(&pts);
+        assert_eq!(alerts(&s, 300..800), 0);
+        assert_eq!(alerts(&s, 800..860), 1);
+    }
+
+    #[test]
+    fn a_change_of_variance_is_flagged() {
+        let pts = series(4 * 288, |i| {
+            20.0 + noise(i) * if i < 800 { 1.0 } else { 8.0 }
+        });
+        let s = score_series(&pts);
+        assert_eq!(alerts(&s, 300..800), 0);
+        assert!(alerts(&s, 800..850) >= 1);
+    }
+
+    #[test]
+    fn counters_are_scored_on_their_rate() {
+        // 10 per second, with a restart every day and a burst of 100 per
+        // second for an hour on the third day.
+        let mut total = 0.0;
+        let pts = series(4 * 288, |i| {
+            if i % 288 == 0 {
+                total = 0.0;
+            }
+            total += 300.0
+                * if (700..712).contains(&i) {
+                    100.0
+                } else {
+                    10.0 + noise(i)
+                };
+            total
+        });
+        let mut sc = OnlineScorer::default();
+        let s: Vec<Option<f64>> = pts.iter().map(|&(t, v)| sc.score(t, v)).collect();
+        assert_eq!(sc.kind(), Kind::Counter);
+        assert_eq!(alerts(&s, 200..700), 0, "a restart is not an anomaly");
+        assert_eq!(alerts(&s, 700..712), 1);
     }
 
     #[test]
@@ -414,6 +831,7 @@ mod tests {
     fn non_finite_rows_get_no_score() {
         let s = score_series(&[(0, 1.0), (300, f64::NAN), (600, 1.0)]);
         assert_eq!(s, vec![Some(0.0), None, Some(0.0)]);
+        assert_eq!(score_series(&[]), vec![]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono::Utc;
 
-use super::anomaly::{peer_outliers, score_series};
+use super::anomaly::{peer_outliers, score_series_at, Profile};
 use super::forecast::{CrossCheck, ForecastParams, Seasonality, DEFAULT_MAX_CROSS_CHECKS};
 use super::history::PromClient;
 use super::report::{fmt_lead, fmt_num, Report, SeriesResult};
@@ -91,6 +91,10 @@ pub struct AnomalyArgs {
     /// With several series, also print those unlike their peers.
     #[arg(long)]
     pub peers: bool,
+    /// The false-alert / miss trade-off: after a score of the profile's
+    /// threshold a series rests for 4h (one alert per episode).
+    #[arg(long, value_enum, default_value_t = Profile::Standard)]
+    pub profile: Profile,
 }
 
 fn params(a: &SourceArgs) -> anyhow::Result<ForecastParams> {
@@ -364,13 +368,14 @@ pub fn anomaly_cmd(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.input.display()))?;
     let mut out = String::new();
     let fmt_score = |s: Option<f64>| s.map_or(String::new(), |s| format!("{s:.4}"));
+    let threshold = args.profile.threshold();
     if text.trim_start().starts_with('{') {
         let series = parse_prom_response(text.as_bytes())
             .map_err(|e| anyhow::anyhow!("{}:\n{e}", args.input.display()))?;
         out.push_str("series,timestamp,value,anomaly_score\n");
         for s in &series {
             let name = s.name().replace('"', "\"\"");
-            for (p, sc) in s.points.iter().zip(score_series(&s.points)) {
+            for (p, sc) in s.points.iter().zip(score_series_at(&s.points, threshold)) {
                 out.push_str(&format!("\"{name}\",{},{},{}\n", p.0, p.1, fmt_score(sc)));
             }
         }
@@ -405,7 +410,7 @@ pub fn anomaly_cmd(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
             .position(|c| c == "timestamp" || c == "time")
             .unwrap_or(0);
         out.push_str("timestamp,value,anomaly_score\n");
-        for (r, sc) in rows.iter().zip(score_series(&pts)) {
+        for (r, sc) in rows.iter().zip(score_series_at(&pts, threshold)) {
             // The timestamp is written back as given.
             let ts = raw
                 .get(r.line - 1)

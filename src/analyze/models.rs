@@ -68,6 +68,8 @@ pub struct ModelDef {
     pub min_confidence: f64,
     /// Also raise anomaly alerts for this model's usage series.
     pub anomaly: bool,
+    /// The false-alert / miss trade-off of those alerts.
+    pub anomaly_profile: super::anomaly::Profile,
     /// Also raise peer-outlier alerts: a series unlike the other series of
     /// this model in its cluster (the history's `cluster_label`) over the
     /// last `peer_window`. Clusters with fewer than 4 such series are skipped.
@@ -107,6 +109,7 @@ impl Default for ModelDef {
             labels: BTreeMap::new(),
             min_confidence: 0.5,
             anomaly: false,
+            anomaly_profile: Default::default(),
             peers: false,
             peer_threshold: 4.0,
             peer_window: PromDuration::hours(1),

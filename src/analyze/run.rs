@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::anomaly::{recent_peer_outliers, score_series};
+use super::anomaly::{recent_peer_outliers, score_series_at};
 use super::forecast::{forecast, CrossCheck, Forecast, ForecastParams};
 use super::history::{HistoryConfig, HistoryError, PromClient};
 use super::models::ModelDef;
@@ -349,7 +349,14 @@ pub async fn evaluate_model(
         ..Default::default()
     };
     let name = model.name.clone();
-    let anomaly = model.anomaly;
+    // Points since the previous evaluation: a series rests after an
+    // anomalous point, so the latest point alone would miss one between runs.
+    let anomaly = model.anomaly.then(|| {
+        (
+            now - model.interval.as_std().as_secs() as i64,
+            model.anomaly_profile.threshold(),
+        )
+    });
     let peers = model.peers.then(|| {
         (
             model.peer_window.as_std().as_secs() as i64,
@@ -361,8 +368,14 @@ pub async fn evaluate_model(
         let (mut r, _) = forecast_many(&inputs, &params, keep_history, &|| {});
         for (x, (s, _)) in r.iter_mut().zip(&inputs) {
             x.model = Some(name.clone());
-            if anomaly {
-                x.anomaly_score = score_series(&s.points).into_iter().rev().flatten().next();
+            if let Some((since, threshold)) = anomaly {
+                x.anomaly_score = s
+                    .points
+                    .iter()
+                    .zip(score_series_at(&s.points, threshold))
+                    .filter(|(p, _)| p.0 > since)
+                    .filter_map(|(_, sc)| sc)
+                    .reduce(f64::max);
             }
         }
         if let Some((window, threshold)) = peers {
