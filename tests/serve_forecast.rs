@@ -1,6 +1,6 @@
 //! `serve` with metric history configured: the forecasting task queries a
-//! (fake) Prometheus, raises `ResourceExhaustionPredicted` and
-//! `MetricPeerOutlierDetected` through the engine, serves the report and
+//! (fake) Prometheus, raises `ResourceExhaustionPredicted`,
+//! `MetricPeerOutlierDetected` and `MetricAnomalyDetected` through the engine, serves the report and
 //! counts its runs.
 
 use std::collections::BTreeMap;
@@ -459,4 +459,82 @@ async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
         })
         .collect();
     assert!(methods.contains(&("node-saw", "sawtooth")), "{methods:?}");
+}
+
+/// Two node series over 7 days with the same daily swing and noise; on
+/// node-shift every sample from `shift_at` on is 8 points higher.
+fn shift_range(s: i64, e: i64, st: i64, shift_at: i64) -> String {
+    let noise = |t: i64, k: f64| 0.6 * ((t as f64 * 0.0123 + k).sin() * 7_919.0).sin();
+    let result: Vec<String> = [("node-normal", 1.0), ("node-shift", 2.0)]
+        .iter()
+        .map(|(node, k)| {
+            let vals: Vec<String> = (0..)
+                .map(|j| s + j * st)
+                .take_while(|t| *t <= e)
+                .map(|t| {
+                    let day = 15.0 * (t as f64 * std::f64::consts::TAU / 86_400.0).sin();
+                    let shift = if *node == "node-shift" && t >= shift_at {
+                        8.0
+                    } else {
+                        0.0
+                    };
+                    format!("[{t},\"{}\"]", 50.0 + day + noise(t, *k) + shift)
+                })
+                .collect();
+            format!(
+                r#"{{"metric":{{"cluster":"c1","instance":"{node}"}},"values":[{}]}}"#,
+                vals.join(",")
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+        result.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_a_level_shift_but_not_a_normal_daily_cycle() {
+    let shift_at = chrono::Utc::now().timestamp();
+    let prom = fake_prometheus(axum::Router::new().route(
+        "/api/v1/query_range",
+        get(
+            move |Query(q): Query<BTreeMap<String, String>>| async move {
+                let (s, e, st): (i64, i64, i64) = (
+                    q["start"].parse().unwrap(),
+                    q["end"].parse().unwrap(),
+                    q["step"].parse().unwrap(),
+                );
+                shift_range(s, e, st, shift_at)
+            },
+        ),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = start_serve(
+        dir.path(),
+        &[(
+            "memory.yaml",
+            "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 1000}\n    interval: 30s\n    anomaly: true\n    labels: {node: instance}\n",
+        )],
+        &format!("history:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"),
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = wait_for_alerts(&http, &base, "MetricAnomalyDetected", deadline).await;
+    assert_eq!(nodes(&alerts), ["node-shift"], "{alerts:?}");
+    let score: f64 = alerts[0]["annotations"]["anomaly_score"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(score >= 0.5, "{score}");
+    assert!(
+        alerts_named(&http, &base, "ResourceExhaustionPredicted")
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "neither series nears its capacity"
+    );
 }

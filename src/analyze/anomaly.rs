@@ -257,7 +257,7 @@ pub struct OnlineScorer {
     flat: usize,
     run: [f64; SHIFT_RUN],
     run_len: usize,
-    tails: [Tail; 4],
+    tails: [Tail; 5],
     rest_until: i64,
 }
 
@@ -363,14 +363,17 @@ impl OnlineScorer {
         let zl = (v - self.mean).abs() / self.var.sqrt().max(tiny);
         let mut var_short = (1.0 - VAR_WEIGHT) * self.var_short + VAR_WEIGHT * (z * z).min(1e4);
         self.flat = if d <= tiny { self.flat + 1 } else { 0 };
-        let stats = [zl, zd, var_short, self.flat as f64];
+        let stats = [zl, zd, var_short, self.flat as f64, z];
+        // The forecast residual counts once a daily profile explains the
+        // series better than its level alone.
+        let used = if use_season { 5 } else { 4 };
         let mut score = 0.0;
         if n >= WARMUP {
-            let mut ps = [1.0; 4];
+            let mut ps = [1.0; 5];
             for (p, (tail, s)) in ps.iter_mut().zip(self.tails.iter().zip(stats)) {
                 *p = tail.p_value(s);
             }
-            score = (-fisher(&ps).max(1e-300).log10() / DECADES).clamp(0.0, 1.0);
+            score = (-fisher(&ps[..used]).max(1e-300).log10() / DECADES).clamp(0.0, 1.0);
         }
         for (tail, s) in self.tails.iter_mut().zip(stats) {
             tail.add(s);
