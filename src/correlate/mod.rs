@@ -210,6 +210,9 @@ struct Slot {
     infra_mode: bool,
     links: bool,
     node_scrape: bool,
+    /// Its rule declares no `for`: the onset is `startsAt`, and the condition
+    /// may have begun up to the rule's unknown `for` earlier.
+    onset_unknown: bool,
     /// Spread over the nodes in `infra` (a DaemonSet): joins one of them.
     spread: bool,
     /// The node a scrape aggregate attached to.
@@ -480,6 +483,11 @@ impl Correlator {
         let e = &self.ents[k as usize];
         let at = self.slot_data[s].starts_at;
         let gap = |f: usize| (self.slot_data[f].starts_at - at).num_seconds().abs();
+        // A caller's alert whose rule declares no `for` (a latency or error
+        // rule of the user's own) may have begun up to that `for` before its
+        // startsAt: it joins a failure that began before it within the
+        // window, as a node's symptoms do.
+        let caller = self.late_onset_caller(s);
         e.failing
             .iter()
             .copied()
@@ -488,7 +496,13 @@ impl Correlator {
                 e.inferred
                     .filter(|f| self.slot_data[*f].alive && !self.slot_data[*f].infra_mode),
             )
-            .filter(|f| gap(*f) <= LOGICAL_ONSET_SECS)
+            .filter(|f| {
+                if caller {
+                    self.explains(*f, s)
+                } else {
+                    gap(*f) <= LOGICAL_ONSET_SECS
+                }
+            })
             .min_by_key(|f| gap(*f))
     }
 
@@ -578,6 +592,11 @@ impl Correlator {
             links: r.links,
             node_scrape: r.node_scrape,
             spread: r.spread,
+            onset_unknown: self
+                .settings
+                .rules
+                .alert(alert.labels.alertname())
+                .is_none_or(|r| r.pending_for.is_none()),
             attached: None,
             attached_infra: false,
             logical_linked: false,
@@ -750,7 +769,8 @@ impl Correlator {
                 }
                 let td = &self.slot_data[t];
                 let gap = self.onset_gap(t, rep);
-                if gap > LOGICAL_ONSET_SECS {
+                let late_caller = self.late_onset_caller(t) && self.explains(rep, t);
+                if gap > LOGICAL_ONSET_SECS && !late_caller {
                     continue;
                 }
                 let own = td.owner == Some(k);
@@ -894,6 +914,11 @@ impl Correlator {
             self.ents[self.slot_data[s].primary as usize].entity.kind,
             EntityKind::Service | EntityKind::ScrapeJob
         ) && !self.slot_data[s].node_scrape
+    }
+
+    /// A caller's alert whose onset is uncertain (no declared `for`).
+    fn late_onset_caller(&self, s: usize) -> bool {
+        self.slot_data[s].onset_unknown && self.is_caller(s)
     }
 
     /// A pod of StatefulSet `w` that is down with its node (or zone) and
