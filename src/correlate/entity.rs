@@ -46,6 +46,9 @@ pub struct Resolved {
     /// per node): `infra` lists them all, and it joins the one failing node
     /// that explains it best rather than every one.
     pub spread: bool,
+    /// A symptom of its node while the node's failure alert fires, whatever
+    /// the onsets (`node_reasons`).
+    pub node_while_failing: bool,
     /// Whether the alert marks its entity failing.
     pub links: bool,
     pub weight: u32,
@@ -158,6 +161,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         owner: None,
         node_scrape: false,
         spread: false,
+        node_while_failing: false,
         links,
         weight,
     };
@@ -282,7 +286,11 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     let _ = app;
     // Causes the rules rule out (`symptom_of`): not a parent at all.
     if let Some(r) = rule {
-        if !r.symptom_of(CauseKind::Node) {
+        out.node_while_failing = !out.infra.is_empty()
+            && labels
+                .get("reason")
+                .is_some_and(|why| r.node_reasons.iter().any(|n| n == why));
+        if !r.symptom_of(CauseKind::Node) && !out.node_while_failing {
             out.infra.clear();
             out.spread = false;
         }
@@ -293,7 +301,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     }
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod
-        && rule.is_none_or(|r| r.symptom_of(CauseKind::Node))
+        && (out.node_while_failing || rule.is_none_or(|r| r.symptom_of(CauseKind::Node)))
     {
         if let Some(n) = out.infra.first() {
             if let Some(z) = topo.node_zone(cluster, &n.entity.name) {

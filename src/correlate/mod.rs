@@ -215,6 +215,9 @@ struct Slot {
     onset_unknown: bool,
     /// Spread over the nodes in `infra` (a DaemonSet): joins one of them.
     spread: bool,
+    /// A symptom of its node while the node's failure alert fires,
+    /// whatever the onsets (a rule's `node_reasons`).
+    node_while_failing: bool,
     /// The node a scrape aggregate attached to.
     attached: Option<Key>,
     /// A workload alert that joined an infrastructure incident because all
@@ -448,6 +451,22 @@ impl Correlator {
             .min_by_key(|f| (self.slot_data[*f].starts_at - at).num_seconds().abs())
     }
 
+    /// For an alert that is its node's symptom while the node fails (a pod
+    /// stuck in `ContainerCreating` on a node under disk pressure): the
+    /// node's failure alert that still fires, the one whose onset is
+    /// closest to it.
+    fn still_failing(&self, k: Key, s: usize) -> Option<usize> {
+        if !self.slot_data[s].node_while_failing {
+            return None;
+        }
+        self.ents[k as usize]
+            .failing
+            .iter()
+            .copied()
+            .filter(|f| self.slot_data[*f].alive && self.slot_data[*f].firing)
+            .min_by_key(|f| self.onset_gap(*f, s))
+    }
+
     /// Whether the failure alert `cause` can explain alert `effect` by time:
     /// the effect began at most `SYMPTOM_LEAD_SECS` before the cause (an
     /// alert condition on the cause can lag the failure itself) and within the
@@ -592,6 +611,7 @@ impl Correlator {
             links: r.links,
             node_scrape: r.node_scrape,
             spread: r.spread,
+            node_while_failing: r.node_while_failing,
             onset_unknown: self
                 .settings
                 .rules
@@ -1270,7 +1290,12 @@ impl Correlator {
             .infra
             .iter()
             .filter(|_| !own_cause)
-            .filter_map(|k| Some((*k, self.failing_near(*k, s, now)?)))
+            .filter_map(|k| {
+                let r = self
+                    .failing_near(*k, s, now)
+                    .or_else(|| self.still_failing(*k, s))?;
+                Some((*k, r))
+            })
             .filter(|(k, r)| {
                 self.ents[*k as usize].entity.kind != EntityKind::Zone
                     || self.onset_gap(*r, s) <= ZONE_TOGETHER_SECS
