@@ -42,6 +42,13 @@ pub struct Resolved {
     pub owner: Option<String>,
     /// A scrape job over the cluster's nodes: attaches to a failing node.
     pub node_scrape: bool,
+    /// An alert about something spread over many nodes (a DaemonSet, one pod
+    /// per node): `infra` lists them all, and it joins the one failing node
+    /// that explains it best rather than every one.
+    pub spread: bool,
+    /// A symptom of its node while the node's failure alert fires, whatever
+    /// the onsets (`node_reasons`).
+    pub node_while_failing: bool,
     /// Whether the alert marks its entity failing.
     pub links: bool,
     pub weight: u32,
@@ -153,6 +160,8 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         more_ancestors: Vec::new(),
         owner: None,
         node_scrape: false,
+        spread: false,
+        node_while_failing: false,
         links,
         weight,
     };
@@ -189,6 +198,17 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         let ns = ns.unwrap_or("");
         out.primary = app_entity(cluster, ns, k, rules.backing_workload(cluster, ns, w));
         app = Some(out.primary.clone());
+        // A DaemonSet runs a pod on every node it selects: a node that fails
+        // leaves its pod there unavailable, and the DaemonSet's rollout or
+        // scheduling alert is that node's symptom.
+        if k == EntityKind::DaemonSet {
+            out.infra.extend(
+                topo.daemonset_nodes(cluster, ns, w)
+                    .iter()
+                    .map(|n| node_entity(cluster, n)),
+            );
+            out.spread = !out.infra.is_empty();
+        }
     } else if let (Some(pvc), Some(ns)) = (get("persistentvolumeclaim"), ns) {
         out.primary = simple(EntityKind::PersistentVolumeClaim, cluster, Some(ns), pvc);
     } else if let (Some(pod), Some(ns)) = (get("pod"), ns) {
@@ -266,8 +286,13 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     let _ = app;
     // Causes the rules rule out (`symptom_of`): not a parent at all.
     if let Some(r) = rule {
-        if !r.symptom_of(CauseKind::Node) {
+        out.node_while_failing = !out.infra.is_empty()
+            && labels
+                .get("reason")
+                .is_some_and(|why| r.node_reasons.iter().any(|n| n == why));
+        if !r.symptom_of(CauseKind::Node) && !out.node_while_failing {
             out.infra.clear();
+            out.spread = false;
         }
         if !r.symptom_of(CauseKind::Workload) {
             out.logical.clear();
@@ -276,7 +301,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     }
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod
-        && rule.is_none_or(|r| r.symptom_of(CauseKind::Node))
+        && (out.node_while_failing || rule.is_none_or(|r| r.symptom_of(CauseKind::Node)))
     {
         if let Some(n) = out.infra.first() {
             if let Some(z) = topo.node_zone(cluster, &n.entity.name) {

@@ -210,6 +210,14 @@ struct Slot {
     infra_mode: bool,
     links: bool,
     node_scrape: bool,
+    /// Its rule declares no `for`: the onset is `startsAt`, and the condition
+    /// may have begun up to the rule's unknown `for` earlier.
+    onset_unknown: bool,
+    /// Spread over the nodes in `infra` (a DaemonSet): joins one of them.
+    spread: bool,
+    /// A symptom of its node while the node's failure alert fires,
+    /// whatever the onsets (a rule's `node_reasons`).
+    node_while_failing: bool,
     /// The node a scrape aggregate attached to.
     attached: Option<Key>,
     /// A workload alert that joined an infrastructure incident because all
@@ -243,6 +251,10 @@ struct Ent {
     inferred: Option<usize>,
     /// Failing child nodes (zones only).
     failing_children: Vec<Key>,
+    /// A StatefulSet, seen as one in any alert or owner series: its pods
+    /// are not interchangeable (each holds its own identity and data, such
+    /// as a database primary), so losing one hurts its callers.
+    stateful: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -360,12 +372,15 @@ impl Correlator {
     fn intern(&mut self, n: entity::Node) -> Key {
         if let Some(k) = self.keys.get(&n.key) {
             // A workload first seen through a service name gets its real kind.
-            let e = &mut self.ents[*k as usize].entity;
+            let ent = &mut self.ents[*k as usize];
+            ent.stateful |= n.entity.kind == EntityKind::StatefulSet;
+            let e = &mut ent.entity;
             if e.kind == EntityKind::Service && n.entity.kind != EntityKind::Service {
                 e.kind = n.entity.kind;
             }
             return *k;
         }
+        let stateful = n.entity.kind == EntityKind::StatefulSet;
         let k = self.ents.len() as Key;
         self.keys.insert(n.key, k);
         self.ents.push(Ent {
@@ -374,6 +389,7 @@ impl Correlator {
             touch: Vec::new(),
             inferred: None,
             failing_children: Vec::new(),
+            stateful,
         });
         k
     }
@@ -435,6 +451,22 @@ impl Correlator {
             .min_by_key(|f| (self.slot_data[*f].starts_at - at).num_seconds().abs())
     }
 
+    /// For an alert that is its node's symptom while the node fails (a pod
+    /// stuck in `ContainerCreating` on a node under disk pressure): the
+    /// node's failure alert that still fires, the one whose onset is
+    /// closest to it.
+    fn still_failing(&self, k: Key, s: usize) -> Option<usize> {
+        if !self.slot_data[s].node_while_failing {
+            return None;
+        }
+        self.ents[k as usize]
+            .failing
+            .iter()
+            .copied()
+            .filter(|f| self.slot_data[*f].alive && self.slot_data[*f].firing)
+            .min_by_key(|f| self.onset_gap(*f, s))
+    }
+
     /// Whether the failure alert `cause` can explain alert `effect` by time:
     /// the effect began at most `SYMPTOM_LEAD_SECS` before the cause (an
     /// alert condition on the cause can lag the failure itself) and within the
@@ -470,6 +502,11 @@ impl Correlator {
         let e = &self.ents[k as usize];
         let at = self.slot_data[s].starts_at;
         let gap = |f: usize| (self.slot_data[f].starts_at - at).num_seconds().abs();
+        // A caller's alert whose rule declares no `for` (a latency or error
+        // rule of the user's own) may have begun up to that `for` before its
+        // startsAt: it joins a failure that began before it within the
+        // window, as a node's symptoms do.
+        let caller = self.late_onset_caller(s);
         e.failing
             .iter()
             .copied()
@@ -478,7 +515,13 @@ impl Correlator {
                 e.inferred
                     .filter(|f| self.slot_data[*f].alive && !self.slot_data[*f].infra_mode),
             )
-            .filter(|f| gap(*f) <= LOGICAL_ONSET_SECS)
+            .filter(|f| {
+                if caller {
+                    self.explains(*f, s)
+                } else {
+                    gap(*f) <= LOGICAL_ONSET_SECS
+                }
+            })
             .min_by_key(|f| gap(*f))
     }
 
@@ -567,6 +610,13 @@ impl Correlator {
             infra_mode: false,
             links: r.links,
             node_scrape: r.node_scrape,
+            spread: r.spread,
+            node_while_failing: r.node_while_failing,
+            onset_unknown: self
+                .settings
+                .rules
+                .alert(alert.labels.alertname())
+                .is_none_or(|r| r.pending_for.is_none()),
             attached: None,
             attached_infra: false,
             logical_linked: false,
@@ -680,6 +730,12 @@ impl Correlator {
         let touchers = self.ents[k as usize].touch.clone();
         if infra {
             for t in touchers {
+                // An alert spread over many nodes joins the first of them
+                // that fails; another node failing later (a second incident
+                // in the cluster) does not bridge to it.
+                if self.slot_data[t].spread && self.slot_data[t].infra_mode {
+                    continue;
+                }
                 if self.active(t, now) && self.explains(rep, t) {
                     // A pod already grouped with its workload's own failure
                     // (its pods fail on healthy nodes too) stays there.
@@ -707,6 +763,7 @@ impl Correlator {
                     if was_logical {
                         self.mirror_infra(t, now, touched);
                     }
+                    self.pull_callers(t, now, touched);
                     // A workload inferred from this pod failing on a healthy
                     // node was this node's failure all along.
                     if let Some(w) = self.slot_data[t].owner {
@@ -732,7 +789,8 @@ impl Correlator {
                 }
                 let td = &self.slot_data[t];
                 let gap = self.onset_gap(t, rep);
-                if gap > LOGICAL_ONSET_SECS {
+                let late_caller = self.late_onset_caller(t) && self.explains(rep, t);
+                if gap > LOGICAL_ONSET_SECS && !late_caller {
                     continue;
                 }
                 let own = td.owner == Some(k);
@@ -826,6 +884,11 @@ impl Correlator {
     /// links to another failing dependency that explains it, or stands
     /// alone until one fails.
     fn release_callers(&mut self, f: usize, w: Key, now: Timestamp, touched: &mut Vec<String>) {
+        // A StatefulSet's pod down with its node is the callers' trouble too
+        // (see `pod_down_with_node`): they stay.
+        if self.ents[w as usize].stateful {
+            return;
+        }
         let callers: Vec<usize> = self.ents[w as usize]
             .touch
             .iter()
@@ -860,6 +923,80 @@ impl Correlator {
             self.slot_data[s].logical_linked = true;
             self.slot_data[s].via = self.caller_via(s, k, r);
             self.union(s, r, now, touched);
+        }
+    }
+
+    /// Whether `s` is a caller's alert: about a service (its error rate,
+    /// its latency) or a scrape job, with the workloads it runs on or
+    /// depends on as logical parents.
+    fn is_caller(&self, s: usize) -> bool {
+        matches!(
+            self.ents[self.slot_data[s].primary as usize].entity.kind,
+            EntityKind::Service | EntityKind::ScrapeJob
+        ) && !self.slot_data[s].node_scrape
+    }
+
+    /// A caller's alert whose onset is uncertain (no declared `for`).
+    fn late_onset_caller(&self, s: usize) -> bool {
+        self.slot_data[s].onset_unknown && self.is_caller(s)
+    }
+
+    /// A pod of StatefulSet `w` that is down with its node (or zone) and
+    /// whose failure explains caller alert `s` by time, the one closest to
+    /// it: a service using a StatefulSet (a database) whose pod ran on a
+    /// failed node fails with it. A Deployment's replicas stand in for each
+    /// other, so one lost with its node explains no caller.
+    fn pod_down_with_node(&self, w: Key, s: usize, now: Timestamp) -> Option<usize> {
+        if !self.ents[w as usize].stateful {
+            return None;
+        }
+        self.ents[w as usize]
+            .touch
+            .iter()
+            .copied()
+            .filter(|t| {
+                let td = &self.slot_data[*t];
+                td.owner == Some(w)
+                    && td.infra_mode
+                    && td.links
+                    && self.active(*t, now)
+                    && self.explains(*t, s)
+            })
+            .min_by_key(|t| self.onset_gap(*t, s))
+    }
+
+    /// Pod `t` of a StatefulSet just joined its node's failure: the callers'
+    /// alerts of its workload (and of the services depending on it) that its failure
+    /// explains and that nothing explains yet join it. Error rates fire
+    /// minutes before KubeNodeNotReady, so they usually wait for this.
+    fn pull_callers(&mut self, t: usize, now: Timestamp, touched: &mut Vec<String>) {
+        let Some(w) = self.slot_data[t]
+            .owner
+            .filter(|w| self.ents[*w as usize].stateful)
+        else {
+            return;
+        };
+        let callers: Vec<usize> = self.ents[w as usize]
+            .touch
+            .iter()
+            .copied()
+            .filter(|c| {
+                let cd = &self.slot_data[*c];
+                *c != t
+                    && cd.owner != Some(w)
+                    && cd.links
+                    && !cd.infra_mode
+                    && !cd.logical_linked
+                    && self.is_caller(*c)
+                    && self.active(*c, now)
+                    && self.explains(t, *c)
+            })
+            .collect();
+        for c in callers {
+            if self.find(c) != self.find(t) {
+                self.slot_data[c].logical_linked = true;
+                self.union(t, c, now, touched);
+            }
         }
     }
 
@@ -1149,21 +1286,49 @@ impl Correlator {
                 .first()
                 .is_some_and(|n| self.failing_elsewhere(w, *n, s, now))
         });
-        for k in d.infra.iter().filter(|_| !own_cause) {
-            if let Some(r) = self.failing_near(*k, s, now) {
-                if self.ents[*k as usize].entity.kind == EntityKind::Zone
-                    && self.onset_gap(r, s) > ZONE_TOGETHER_SECS
-                {
-                    continue;
-                }
-                self.union(s, r, now, touched);
-                infra_linked = true;
-            }
+        let mut infra_causes: Vec<(Key, usize)> = d
+            .infra
+            .iter()
+            .filter(|_| !own_cause)
+            .filter_map(|k| {
+                let r = self
+                    .failing_near(*k, s, now)
+                    .or_else(|| self.still_failing(*k, s))?;
+                Some((*k, r))
+            })
+            .filter(|(k, r)| {
+                self.ents[*k as usize].entity.kind != EntityKind::Zone
+                    || self.onset_gap(*r, s) <= ZONE_TOGETHER_SECS
+            })
+            .collect();
+        if d.spread {
+            // One node of many: the one whose failure began closest to it.
+            infra_causes.sort_by_key(|(_, r)| self.onset_gap(*r, s));
+            infra_causes.truncate(1);
+        }
+        for (_, r) in infra_causes {
+            self.union(s, r, now, touched);
+            infra_linked = true;
         }
         self.slot_data[s].infra_mode = infra_linked;
         if !infra_linked {
             // One failing logical parent only.
             self.link_logical(s, now, touched);
+        }
+        if infra_linked {
+            self.pull_callers(s, now, touched);
+        } else if !self.slot_data[s].logical_linked && self.is_caller(s) {
+            // No workload or service it uses fails on its own: one whose
+            // pods are down with their nodes explains it.
+            let down = d
+                .logical
+                .iter()
+                .filter_map(|k| self.pod_down_with_node(*k, s, now))
+                .min_by_key(|t| self.onset_gap(*t, s));
+            if let Some(t) = down {
+                self.slot_data[s].logical_linked = true;
+                self.union(s, t, now, touched);
+            }
         }
         // A workload alert that arrived before its pods' alerts sits alone:
         // pull it into the incident of the pod that explains it, by time too
@@ -1182,13 +1347,30 @@ impl Correlator {
                 })
                 .collect();
             for f in orphans {
+                // Alone, or grouped only with the callers it explains (no
+                // pod of its own): a workload alert that arrived before its
+                // pods' alerts.
                 let r = self.find(f);
-                if self.slot_data[r].size == 1 {
-                    self.slot_data[f].attached_infra = self.slot_data[s].infra_mode;
-                    if self.slot_data[s].infra_mode {
+                let pods: Vec<usize> = self.ents[w as usize]
+                    .touch
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != s && self.slot_data[*t].owner == Some(w))
+                    .collect();
+                let own_pods = pods.into_iter().any(|t| self.find(t) == r);
+                if self.slot_data[r].size == 1 || !own_pods {
+                    let infra = self.slot_data[s].infra_mode;
+                    self.slot_data[f].attached_infra = infra;
+                    if infra {
                         self.slot_data[f].via = Some(s);
                     }
                     self.union(s, f, now, touched);
+                    // It mirrors failing nodes: the callers that joined
+                    // through it leave unless its pods are not
+                    // interchangeable.
+                    if infra {
+                        self.release_callers(f, w, now, touched);
+                    }
                 }
             }
             // A workload alert that mirrors failing nodes hangs from the pod
@@ -1348,6 +1530,7 @@ impl Correlator {
                             let td = &self.slot_data[*t];
                             self.active(*t, now)
                                 && td.links
+                                && !td.spread
                                 && self.onset_gap(*t, s) <= ZONE_ONSET_SECS
                                 && !(td.logical_linked
                                     && td
@@ -1681,6 +1864,19 @@ impl Correlator {
             anc.extend_from_slice(&d.ancestors);
             if let Some(extra) = pod_anc.get(&d.primary) {
                 anc.extend(extra.iter().copied());
+            }
+            // A caller's alert is explained by what explains the failing
+            // pods of a StatefulSet it uses (their node, their zone).
+            if self.is_caller(*s) {
+                for k in d
+                    .logical
+                    .iter()
+                    .filter(|k| self.ents[**k as usize].stateful)
+                {
+                    if let Some(extra) = pod_anc.get(k) {
+                        anc.extend(extra.iter().copied());
+                    }
+                }
             }
             if let Some(a) = d.attached {
                 anc.push(a);

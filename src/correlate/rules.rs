@@ -66,6 +66,14 @@ pub struct AlertRule {
     /// Default: both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symptom_of: Option<Vec<CauseKind>>,
+    /// Values of the alert's `reason` label that make it a symptom of its
+    /// node under pressure or NotReady as well, whatever `symptom_of` says,
+    /// for as long as the node's failure alert still fires (a pod stuck in
+    /// `ContainerCreating` waits on its node: its sandbox, its volumes, a
+    /// full disk; its long `for` says nothing of when the node's trouble
+    /// began).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_reasons: Vec<String>,
     /// The alerting rule's `for`. Prometheus sends `startsAt` as the moment
     /// the alert began firing, `for` after its condition began, so a node
     /// failure's TargetDown (`for: 10m`) starts five minutes before its

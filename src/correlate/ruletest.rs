@@ -57,8 +57,10 @@ pub struct TestPod {
     pub namespace: String,
     pub pod: String,
     pub node: String,
-    /// The owning Deployment.
+    /// The owning workload.
     pub owner: Option<String>,
+    /// Its kind: `Deployment` (default), `StatefulSet` or `DaemonSet`.
+    pub owner_kind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +147,10 @@ pub fn run_test(test: &RuleTest, rules: &Rules) -> TestOutcome {
                     ("cluster", &p.cluster),
                     ("namespace", &p.namespace),
                     ("pod", &p.pod),
-                    ("owner_kind", "Deployment"),
+                    (
+                        "owner_kind",
+                        p.owner_kind.as_deref().unwrap_or("Deployment"),
+                    ),
                     ("owner_name", o),
                 ]),
             );

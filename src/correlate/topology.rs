@@ -148,6 +148,9 @@ pub struct Topology {
     node_zone: HashMap<(String, String), String>,
     node_pods: HashMap<(String, String), usize>,
     zone_nodes: HashMap<(String, String), usize>,
+    /// The nodes a DaemonSet has pods on (`kube_pod_owner` joined with
+    /// `kube_pod_info`).
+    daemonset_nodes: HashMap<NsKey, Vec<String>>,
     /// Unix seconds of the fetch, when known.
     pub fetched_at: Option<i64>,
 }
@@ -239,6 +242,30 @@ impl Topology {
             .unwrap_or(0)
     }
 
+    /// The nodes DaemonSet `name` runs a pod on.
+    pub fn daemonset_nodes(&self, cluster: &str, ns: &str, name: &str) -> &[String] {
+        Self::lookup(&self.daemonset_nodes, cluster, ns, name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records the node of a DaemonSet's pod once both its owner and its
+    /// node are known (the two series arrive in either order).
+    fn place_daemonset_pod(&mut self, cluster: &str, ns: &str, pod: &str) {
+        let k = Self::key(cluster, ns, pod);
+        let (Some(owner), Some(node)) = (self.pod_owner.get(&k), self.pod_node.get(&k)) else {
+            return;
+        };
+        if owner.kind != EntityKind::DaemonSet {
+            return;
+        }
+        let nodes = self
+            .daemonset_nodes
+            .entry(Self::key(cluster, ns, &owner.name))
+            .or_default();
+        if !nodes.contains(node) {
+            nodes.push(node.clone());
+        }
+    }
+
     pub fn nodes_in_zone(&self, cluster: &str, zone: &str) -> usize {
         self.zone_nodes
             .get(&(cluster.to_owned(), zone.to_owned()))
@@ -293,6 +320,7 @@ impl Topology {
                         .entry((cluster.to_owned(), node.to_owned()))
                         .or_default() += 1;
                 }
+                self.place_daemonset_pod(cluster, ns, pod);
             }
             "kube_pod_owner" | "kube_replicaset_owner" => {
                 let obj = if metric == "kube_pod_owner" {
@@ -318,6 +346,9 @@ impl Topology {
                     &mut self.rs_owner
                 };
                 map.insert(Self::key(cluster, ns, name), owner);
+                if obj == "pod" {
+                    self.place_daemonset_pod(cluster, ns, name);
+                }
             }
             "kube_node_labels" => {
                 let node = get("node");
@@ -480,6 +511,54 @@ mod tests {
             (EntityKind::DaemonSet, "node-exporter")
         );
         assert!(workload_from_pod_name("standalone").is_none());
+    }
+
+    #[test]
+    fn daemonset_pods_place_the_daemonset_on_their_nodes_in_either_order() {
+        let mut t = Topology::default();
+        let series = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let owner = |pod: &str, kind: &str, name: &str| {
+            series(&[
+                ("cluster", "c1"),
+                ("namespace", "monitoring"),
+                ("pod", pod),
+                ("owner_kind", kind),
+                ("owner_name", name),
+            ])
+        };
+        let info = |pod: &str, node: &str| {
+            series(&[
+                ("cluster", "c1"),
+                ("namespace", "monitoring"),
+                ("pod", pod),
+                ("node", node),
+            ])
+        };
+        t.add_series(
+            "kube_pod_owner",
+            &owner("ne-a", "DaemonSet", "node-exporter"),
+        );
+        t.add_series("kube_pod_info", &info("ne-a", "n1"));
+        t.add_series("kube_pod_info", &info("ne-b", "n2"));
+        t.add_series(
+            "kube_pod_owner",
+            &owner("ne-b", "DaemonSet", "node-exporter"),
+        );
+        t.add_series("kube_pod_info", &info("web-1", "n3"));
+        t.add_series("kube_pod_owner", &owner("web-1", "StatefulSet", "web"));
+        assert_eq!(
+            t.daemonset_nodes("c1", "monitoring", "node-exporter"),
+            ["n1".to_owned(), "n2".to_owned()]
+        );
+        assert!(t.daemonset_nodes("c1", "monitoring", "web").is_empty());
+        assert!(t
+            .daemonset_nodes("c2", "monitoring", "node-exporter")
+            .is_empty());
     }
 
     #[test]
