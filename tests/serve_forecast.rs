@@ -66,16 +66,18 @@ fn memory_range(s: i64, e: i64, st: i64) -> String {
     )
 }
 
+/// `start`, `end` and `step` of a query_range request.
+fn range_args(q: &BTreeMap<String, String>) -> (i64, i64, i64) {
+    let arg = |k: &str| q[k].parse().unwrap();
+    (arg("start"), arg("end"), arg("step"))
+}
+
 async fn query_range(headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>) -> String {
     assert_eq!(
         headers.get("authorization").and_then(|v| v.to_str().ok()),
         Some("Bearer s3cret")
     );
-    let (s, e, st): (i64, i64, i64) = (
-        q["start"].parse().unwrap(),
-        q["end"].parse().unwrap(),
-        q["step"].parse().unwrap(),
-    );
+    let (s, e, st) = range_args(&q);
     if q["query"] == "memory_used_percent" {
         return memory_range(s, e, st);
     }
@@ -392,11 +394,7 @@ fn bends_range(s: i64, e: i64, st: i64) -> String {
 }
 
 async fn bends_query_range(Query(q): Query<BTreeMap<String, String>>) -> String {
-    let (s, e, st): (i64, i64, i64) = (
-        q["start"].parse().unwrap(),
-        q["end"].parse().unwrap(),
-        q["step"].parse().unwrap(),
-    );
+    let (s, e, st) = range_args(&q);
     bends_range(s, e, st)
 }
 
@@ -500,11 +498,7 @@ async fn serve_flags_a_level_shift_but_not_a_normal_daily_cycle() {
         "/api/v1/query_range",
         get(
             move |Query(q): Query<BTreeMap<String, String>>| async move {
-                let (s, e, st): (i64, i64, i64) = (
-                    q["start"].parse().unwrap(),
-                    q["end"].parse().unwrap(),
-                    q["step"].parse().unwrap(),
-                );
+                let (s, e, st) = range_args(&q);
                 shift_range(s, e, st, shift_at)
             },
         ),
