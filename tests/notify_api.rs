@@ -2,7 +2,8 @@
 //! CLI, against the built binary: a silenced incident is held back until
 //! the silence is expired; unknown incidents cannot be acknowledged. With
 //! `server.api_token`, every mutating endpoint answers 401 without the token
-//! or with a wrong one, and the CLI sends it.
+//! or with a wrong one, and the CLI sends it. An acknowledgement survives a
+//! kill -9 and restart.
 
 mod common;
 mod notify_common;
@@ -300,4 +301,70 @@ async fn api_token_guards_every_mutating_endpoint() {
     assert!(ok, "{out}{err}");
     let (ok, table, err) = cli(&base, &["list", "--expired"]);
     assert!(ok && table.contains(id.trim()), "{table}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_survives_a_kill_and_restart() {
+    let hook: StandIn = Arc::default();
+    let hook_url = stand_in(hook.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stormcast.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "route: {{receiver: hook, group_wait: 0s}}\n\
+             receivers:\n  - name: hook\n    webhook_configs: [{{url: '{hook_url}/hook'}}]\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (mut server, base) = serve(&cfg, &data);
+    let client = reqwest::Client::new();
+    assert!(post_node_down(&client, &base, &["n1"], chrono::Utc::now())
+        .await
+        .is_success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(id) = incident_ids(&client, &base).await.first() {
+            break id.clone();
+        }
+        assert!(Instant::now() < deadline, "no incident");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let state = |base: String, id: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("{base}/api/v1/incidents/{id}/ack"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["acknowledged"].clone()
+        }
+    };
+    assert_eq!(state(base.clone(), id.clone()).await, false);
+    let r = client
+        .post(format!("{base}/api/v1/incidents/{id}/ack"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(state(base.clone(), id.clone()).await, true);
+
+    server.kill9();
+    let port = base.rsplit(':').next().unwrap().parse().unwrap();
+    let server = common::Server::start_on(&data, Some(&cfg), port);
+    assert_eq!(
+        state(server.url(""), id.clone()).await,
+        true,
+        "{}",
+        server.logs()
+    );
+    let r = client
+        .get(format!("{base}/api/v1/incidents/inc-nope/ack"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

@@ -29,7 +29,7 @@ pub fn router(state: Arc<NotifyApi>) -> Router {
     Router::new()
         .route("/api/v1/silences", get(list_silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
-        .route("/api/v1/incidents/{id}/ack", post(ack))
+        .route("/api/v1/incidents/{id}/ack", post(ack).get(ack_state))
         .route("/api/v1/notifications", get(notifications))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
@@ -76,6 +76,14 @@ pub fn restore_acks(store: &Store, engine: &mut Engine) -> Result<usize, StoreEr
         }
     }
     Ok(n)
+}
+
+/// Records when `id` was acknowledged, flushed before the API answers.
+fn save_ack(store: &Store, id: &str, at: Timestamp) -> Result<(), StoreError> {
+    let tree = store.tree("acks")?;
+    tree.insert(id.as_bytes(), at.to_rfc3339().as_bytes())?;
+    tree.flush()?;
+    Ok(())
 }
 
 fn save_silence(store: &Store, s: &Silence) -> Result<(), StoreError> {
@@ -184,10 +192,27 @@ async fn ack(
     if !ok {
         return Err(ApiError::not_found(format!("no open incident {id}")));
     }
+    // Kept so a restart re-applies it (see `restore_acks`).
+    save_ack(&st.store, &id, st.clock.now())?;
     tracing::info!(incident = %id, "Incident acknowledged");
     Ok(Json(Acked {
         incident: id,
         acknowledged: true,
+    }))
+}
+
+/// `GET /api/v1/incidents/{id}/ack`: whether an incident is acknowledged.
+async fn ack_state(
+    State(st): State<Arc<NotifyApi>>,
+    Path(id): Path<String>,
+) -> Result<Json<Acked>, ApiError> {
+    let engine = st.engine.lock().expect("engine lock");
+    if engine.incident(&id).is_none() {
+        return Err(ApiError::not_found(format!("no incident {id}")));
+    }
+    Ok(Json(Acked {
+        acknowledged: engine.planner().is_acked(&id),
+        incident: id,
     }))
 }
 
