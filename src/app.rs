@@ -477,6 +477,9 @@ struct PlannedBatch {
     snapshots: std::collections::HashMap<String, (Incident, Links)>,
 }
 
+/// The root alert's annotations every message carries.
+const ROOT_ANNOTATIONS: [&str; 3] = ["summary", "description", "runbook_url"];
+
 fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch {
     let mut snapshots = std::collections::HashMap::new();
     for n in &planned {
@@ -494,6 +497,13 @@ fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch
                     links
                         .generators
                         .insert(a.fingerprint.to_string(), st.generator_url.to_string());
+                }
+                if Some(a.fingerprint) == inc.root_cause.fingerprint {
+                    for k in ROOT_ANNOTATIONS {
+                        if let Some(v) = st.annotations.get(k).filter(|v| !v.is_empty()) {
+                            links.root_annotations.insert(k.to_owned(), v.to_owned());
+                        }
+                    }
                 }
                 if !st.external_url.is_empty()
                     && !links.sources.iter().any(|s| st.external_url == *s)

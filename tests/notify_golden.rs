@@ -146,3 +146,43 @@ fn a_receiver_template_overrides_the_default() {
         "KubeNodeNotReady in prod-sh-1 &amp; prod-sh-2"
     );
 }
+
+#[test]
+fn cut_lists_say_how_many_they_left_out_and_an_inferred_cause_has_a_name() {
+    let t0 = t("2026-11-23T03:00:00Z");
+    // A workload no alert names, inferred from its twelve pods.
+    let mut inc = incident("inc-1", t0, &[("cluster", "c1")], &["c1"]);
+    inc.root_cause.fingerprint = None;
+    inc.alerts.clear();
+    for i in 0..12 {
+        let pod = format!("bulk-{i}");
+        let l = labels(&[
+            ("alertname", "KubePodNotReady"),
+            ("cluster", "c1"),
+            ("pod", &pod),
+            ("severity", "warning"),
+        ]);
+        inc.alerts.push(IncidentAlert {
+            fingerprint: l.fingerprint(),
+            labels: l,
+            status: AlertStatus::Firing,
+            starts_at: t0 + chrono::Duration::seconds(i),
+            ends_at: None,
+        });
+    }
+    let m = message(&inc, "ops", MessageKind::First, 0);
+    let subject = render::render(Escape::Text, render::EMAIL_SUBJECT, &m).unwrap();
+    assert!(
+        subject.starts_with("[FIRING] KubePodNotReady on "),
+        "{subject}"
+    );
+    let text = render::render(Escape::Text, render::EMAIL_TEXT, &m).unwrap();
+    let listed = text.lines().filter(|l| l.starts_with("- [firing]")).count();
+    assert_eq!(listed, render::TOP_ALERTS);
+    assert!(text.contains("- and 2 more alerts\n"), "{text}");
+    assert!(text.contains("- and 6 more alerts started\n"), "{text}");
+    let slack = slack::payload(&SlackConfig::default(), &m)
+        .unwrap()
+        .to_string();
+    assert!(slack.contains("and 2 more alerts"), "{slack}");
+}

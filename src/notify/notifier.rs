@@ -101,6 +101,10 @@ pub struct Links {
     pub sources: Vec<String>,
     /// `generatorURL` by member fingerprint.
     pub generators: BTreeMap<String, String>,
+    /// The root alert's `summary`, `description` and `runbook_url`
+    /// annotations (those it has).
+    #[serde(default)]
+    pub root_annotations: BTreeMap<String, String>,
 }
 
 /// What one send attempt came to.

@@ -158,6 +158,11 @@ struct Cause {
     alertname: String,
     entity: String,
     explanation: String,
+    /// The root alert's `summary`, `description` and `runbook_url`
+    /// annotations, when it has them.
+    summary: Option<String>,
+    description: Option<String>,
+    runbook_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -190,7 +195,11 @@ struct Ctx<'a> {
     resolved: usize,
     total: usize,
     top_alerts: Vec<AlertLine>,
+    /// Members not in `top_alerts`.
+    more_alerts: usize,
     timeline: Vec<TimelineItem>,
+    /// Member onsets not in `timeline`.
+    more_onsets: usize,
     links: &'a super::notifier::Links,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a super::notifier::Digest>,
@@ -252,7 +261,7 @@ fn context(msg: &Message) -> Ctx<'_> {
             )
             .then(a.starts_at.cmp(&b.starts_at))
     });
-    let top_alerts = members
+    let top_alerts: Vec<AlertLine> = members
         .iter()
         .take(TOP_ALERTS)
         .map(|a| AlertLine {
@@ -278,6 +287,7 @@ fn context(msg: &Message) -> Ctx<'_> {
     }];
     let mut by_start: Vec<_> = inc.alerts.iter().collect();
     by_start.sort_by_key(|a| a.starts_at);
+    let more_onsets = by_start.len().saturating_sub(TIMELINE - 2);
     for a in by_start.iter().take(TIMELINE - 2) {
         let c = a.labels.get_or_empty("cluster");
         timeline.push(TimelineItem {
@@ -297,6 +307,15 @@ fn context(msg: &Message) -> Ctx<'_> {
     }
     timeline.sort_by(|a, b| a.at.cmp(&b.at));
     let firing = inc.firing_count();
+    let note = |k: &str| msg.links.root_annotations.get(k).cloned();
+    // An inferred root cause (a node or workload no alert names) is named
+    // after the member alert listed first.
+    let alertname = match rc.labels.alertname() {
+        "" => members
+            .first()
+            .map_or(String::new(), |a| a.labels.alertname().to_owned()),
+        name => name.to_owned(),
+    };
     Ctx {
         incident_id: &inc.id,
         status: match n.status {
@@ -312,9 +331,12 @@ fn context(msg: &Message) -> Ctx<'_> {
         },
         predictive: inc.predictive,
         cause: Cause {
-            alertname: rc.labels.alertname().to_owned(),
+            alertname,
             entity: rc.entity.to_string(),
             explanation: rc.explanation.clone(),
+            summary: note("summary"),
+            description: note("description"),
+            runbook_url: note("runbook_url"),
         },
         clusters: &inc.clusters,
         nodes: cap(nodes),
@@ -322,8 +344,10 @@ fn context(msg: &Message) -> Ctx<'_> {
         firing,
         resolved: inc.alerts.len() - firing,
         total: inc.alerts.len(),
+        more_alerts: inc.alerts.len() - top_alerts.len(),
         top_alerts,
         timeline,
+        more_onsets,
         links: &msg.links,
         digest: msg.digest.as_ref(),
     }

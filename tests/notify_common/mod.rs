@@ -79,6 +79,16 @@ pub fn message(inc: &Incident, receiver: &str, kind: MessageKind, seq: u32) -> M
             incident_url: Some(format!("https://stormcast.example/incidents/{}", inc.id)),
             sources: vec!["https://am.prod-1.example".to_owned()],
             generators: Default::default(),
+            root_annotations: [
+                ("summary", "Node node-7 is not ready."),
+                (
+                    "runbook_url",
+                    "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubenodenotready",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         },
         digest: None,
     }
