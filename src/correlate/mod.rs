@@ -759,9 +759,7 @@ impl Correlator {
                     }
                     self.slot_data[t].infra_mode = true;
                     let was_logical = self.slot_data[t].logical_linked;
-                    if !(was_logical && self.leave_siblings(t, rep, now, touched)) {
-                        self.union(rep, t, now, touched);
-                    }
+                    self.union(rep, t, now, touched);
                     if was_logical {
                         self.mirror_infra(t, now, touched);
                     }
@@ -876,59 +874,6 @@ impl Correlator {
                 self.release_callers(f, w, now, touched);
             }
         }
-    }
-
-    /// Pod alert `t` joined its workload's failure, inferred from pods
-    /// failing on nodes then thought healthy, and now its own node fails:
-    /// the node explains it, and the sibling pods it was grouped with, on
-    /// other nodes, say nothing about this node. Takes its links to them
-    /// out and moves it (with whatever joined through it) to `rep`'s
-    /// incident. Returns whether it moved.
-    fn leave_siblings(
-        &mut self,
-        t: usize,
-        rep: usize,
-        now: Timestamp,
-        touched: &mut Vec<String>,
-    ) -> bool {
-        let Some(w) = self.slot_data[t].owner else {
-            return false;
-        };
-        // Only a failure inferred from pods: a workload's own alert (a
-        // replica mismatch, a stuck rollout) keeps its pods.
-        if self.ents[w as usize].inferred.is_none()
-            || self.ents[w as usize]
-                .failing
-                .iter()
-                .any(|f| self.active(*f, now))
-        {
-            return false;
-        }
-        let root = self.find(t);
-        let siblings: Vec<usize> = self
-            .edges
-            .get(&root)
-            .map(|edges| {
-                edges
-                    .iter()
-                    .filter_map(|&(a, b)| match (a == t, b == t) {
-                        (true, false) => Some(b),
-                        (false, true) => Some(a),
-                        _ => None,
-                    })
-                    .filter(|x| self.slot_data[*x].owner == Some(w))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut moved = false;
-        for x in siblings {
-            moved |= self.relink(t, x, Some(rep), now, touched);
-        }
-        if moved {
-            self.slot_data[t].logical_linked = false;
-            self.slot_data[t].via = None;
-        }
-        moved
     }
 
     /// Alert `f`, standing for workload `w`'s failure (its own alert, or the

@@ -964,25 +964,3 @@ proptest::proptest! {
         }
     }
 }
-
-#[test]
-fn pods_grouped_as_their_workload_part_when_their_nodes_fail_apart() {
-    let mut c = correlator();
-    // Two pods of web go NotReady on nodes not yet known to fail: web is
-    // inferred failing and groups them.
-    let a = pod("web-5d8f7c9b4-aaaaa", 0);
-    let b = pod("web-5d8f7c9b4-bbbbb", 20);
-    feed(&mut c, &a);
-    feed(&mut c, &b);
-    assert_eq!(open_incident_of(&c, &a).id, open_incident_of(&c, &b).id);
-    // Then each pod's node turns out lost, minutes apart (no zone): each
-    // node explains its own pod, and the two failures stay apart.
-    let n1 = node("n1", 40);
-    let n2 = node("n2", 250);
-    feed(&mut c, &n1);
-    feed(&mut c, &n2);
-    assert_eq!(open_incident_of(&c, &a).id, open_incident_of(&c, &n1).id);
-    assert_eq!(open_incident_of(&c, &b).id, open_incident_of(&c, &n2).id);
-    assert_ne!(open_incident_of(&c, &n1).id, open_incident_of(&c, &n2).id);
-    c.check_consistency().unwrap();
-}
