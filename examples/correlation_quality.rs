@@ -12,7 +12,9 @@
 //! the learned signal. `suggested pairs` judges the pairs `stormcast learn`
 //! suggests from the training history, by association alone and once the
 //! model turns down the pairs it does not score as causes, against this
-//! storm's truth.
+//! storm's truth. Then it replays the recorded storms of `testdata/storms`
+//! (from a simulator written apart from stormcast's) and scores them the
+//! same pairwise way.
 //!
 //! `cargo run --release --example correlation_quality` (or without
 //! `--release` for a quicker build; timings are then pessimistic).
@@ -25,6 +27,9 @@
 //! only those errors undone).
 
 use std::collections::{BTreeMap, HashMap};
+
+#[path = "../tests/storm_score/mod.rs"]
+mod storm_score;
 
 use stormcast::correlate::{entity, learn, learned, rules, Rules};
 use stormcast::domain::{Fingerprint, Labels, Timestamp};
@@ -479,6 +484,14 @@ fn main() -> anyhow::Result<()> {
             run.result.stats.storm_clusters,
             run.result.stats.fleet_storm
         );
+    }
+
+    // Storms recorded from a simulator written apart from ours, with their
+    // ground truth (the floors of `tests/storm_floors.rs`).
+    println!("\nrecorded storms (testdata/storms, shipped rules + their dependencies):");
+    for dir in storm_score::storm_dirs() {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        println!("  {name:24} {}", storm_score::replay_and_score(&dir));
     }
 
     // Throughput: a ~10k-alert storm over 100 clusters x 50 nodes.

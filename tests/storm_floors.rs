@@ -1,0 +1,33 @@
+//! Grouping floors on storms recorded from a simulator written apart from
+//! stormcast's own (`testdata/storms`): same kube-prometheus fleets, alert
+//! names and fault kinds, cascades written independently. Each is replayed
+//! with the shipped rules, its topology and its declared dependencies, and
+//! must keep its pair F1 and lose no alert. The figures are printed by
+//! `cargo run --example correlation_quality`.
+
+mod storm_score;
+
+fn check(name: &str, min_f1: f64) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/storms")
+        .join(name);
+    let score = storm_score::replay_and_score(&dir);
+    eprintln!("{name}: {score}");
+    assert_eq!(score.lost, 0, "alerts lost");
+    assert!(score.f1 >= min_f1, "pair F1 {:.3} < {min_f1}", score.f1);
+}
+
+#[test]
+fn independent_storm_over_four_clusters() {
+    check("independent-4-clusters", 0.94);
+}
+
+#[test]
+fn independent_storm_over_six_clusters() {
+    check("independent-6-clusters", 0.95);
+}
+
+#[test]
+fn independent_storm_over_twelve_clusters() {
+    check("independent-12-clusters", 0.83);
+}
