@@ -258,6 +258,8 @@ pub struct OnlineScorer {
     run: [f64; SHIFT_RUN],
     run_len: usize,
     tails: [Tail; 5],
+    /// Weight of a new sample in the long-run mean and variance.
+    long_weight: f64,
     rest_until: i64,
 }
 
@@ -307,6 +309,7 @@ impl OnlineScorer {
             run: [0.0; SHIFT_RUN],
             run_len: 0,
             tails: std::array::from_fn(|_| Tail::new(LONG_HALF_LIFE)),
+            long_weight: 1.0 - 0.5f64.powf(1.0 / LONG_HALF_LIFE),
             rest_until: i64::MIN,
         }
     }
@@ -379,10 +382,12 @@ impl OnlineScorer {
             tail.add(s);
         }
 
-        // Learn.
+        // Learn. Until 20 points are in, updates are neither weighted down
+        // nor clipped.
         let warm = n >= 20;
         let w = if warm { BETA } else { 1.0 / (n + 1) as f64 };
         let a = if warm { ALPHA } else { 1.0 / (n + 1) as f64 };
+        let cap = |c: f64| if warm { c } else { f64::INFINITY };
         let r0 = v - self.level0;
         let r1 = v - (self.level1 + seasonal);
         let s0 = (1.25 * self.err0).max(tiny);
@@ -401,26 +406,18 @@ impl OnlineScorer {
             self.run_len = 0;
             var_short = 1.0;
         } else {
-            let c0 = if warm { 3.0 * s0 } else { f64::INFINITY };
-            let c1 = if warm { 3.0 * s1 } else { f64::INFINITY };
-            self.level0 += a * r0.clamp(-c0, c0);
-            let rc1 = r1.clamp(-c1, c1);
+            self.level0 += a * r0.clamp(-cap(3.0 * s0), cap(3.0 * s0));
+            let rc1 = r1.clamp(-cap(3.0 * s1), cap(3.0 * s1));
             self.level1 += a * rc1;
             let g = GAMMA * (1.0 - a) * rc1;
             self.season[b0] += g * (1.0 - fr);
             self.season[b1] += g * fr;
         }
-        let lim = |q: f64, s: f64| if warm { q.abs().min(5.0 * s) } else { q.abs() };
-        self.err0 += w * (lim(r0, s0) - self.err0);
-        self.err1 += w * (lim(r1, s1) - self.err1);
-        let step_cap = if warm {
-            5.0 * 1.25 * self.step
-        } else {
-            f64::INFINITY
-        };
-        self.step += w * (d.min(step_cap) - self.step);
+        self.err0 += w * (r0.abs().min(cap(5.0 * s0)) - self.err0);
+        self.err1 += w * (r1.abs().min(cap(5.0 * s1)) - self.err1);
+        self.step += w * (d.min(cap(5.0 * 1.25 * self.step)) - self.step);
         self.var_short = var_short;
-        let lw = (1.0 - 0.5f64.powf(1.0 / LONG_HALF_LIFE)).max(1.0 / (n + 1) as f64);
+        let lw = self.long_weight.max(1.0 / (n + 1) as f64);
         let dm = v - self.mean;
         self.mean += lw * dm;
         self.var = (1.0 - lw) * (self.var + lw * dm * dm);
