@@ -477,9 +477,6 @@ struct PlannedBatch {
     snapshots: std::collections::HashMap<String, (Incident, Links)>,
 }
 
-/// The root alert's annotations every message carries.
-const ROOT_ANNOTATIONS: [&str; 3] = ["summary", "description", "runbook_url"];
-
 fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch {
     let mut snapshots = std::collections::HashMap::new();
     for n in &planned {
@@ -499,7 +496,7 @@ fn snapshot_planned(engine: &Engine, planned: Vec<Notification>) -> PlannedBatch
                         .insert(a.fingerprint.to_string(), st.generator_url.to_string());
                 }
                 if Some(a.fingerprint) == inc.root_cause.fingerprint {
-                    for k in ROOT_ANNOTATIONS {
+                    for k in crate::notify::notifier::ROOT_ANNOTATIONS {
                         if let Some(v) = st.annotations.get(k).filter(|v| !v.is_empty()) {
                             links.root_annotations.insert(k.to_owned(), v.to_owned());
                         }

@@ -92,6 +92,10 @@ impl Digest {
     }
 }
 
+/// The root alert's annotations every message carries (see
+/// [`Links::root_annotations`]).
+pub const ROOT_ANNOTATIONS: [&str; 3] = ["summary", "description", "runbook_url"];
+
 /// Where readers can look further.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Links {
@@ -101,8 +105,7 @@ pub struct Links {
     pub sources: Vec<String>,
     /// `generatorURL` by member fingerprint.
     pub generators: BTreeMap<String, String>,
-    /// The root alert's `summary`, `description` and `runbook_url`
-    /// annotations (those it has).
+    /// The root alert's [`ROOT_ANNOTATIONS`] (those it has).
     #[serde(default)]
     pub root_annotations: BTreeMap<String, String>,
 }
