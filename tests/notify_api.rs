@@ -55,15 +55,7 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
     let hook: StandIn = Arc::default();
     let hook_url = stand_in(hook.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("stormcast.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "route: {{receiver: hook, group_wait: 0s}}\n\
-             receivers:\n  - name: hook\n    webhook_configs: [{{url: '{hook_url}/hook'}}]\n"
-        ),
-    )
-    .unwrap();
+    let cfg = hook_config(dir.path(), &hook_url);
     let (_p, base) = serve(&cfg, &dir.path().join("data"));
     let client = reqwest::Client::new();
 
@@ -174,6 +166,21 @@ async fn incident_ids(client: &reqwest::Client, base: &str) -> Vec<String> {
     list.iter()
         .map(|i| i["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Writes a config in `dir` that sends every incident at once to the stand-in
+/// at `hook_url`; returns its path.
+fn hook_config(dir: &std::path::Path, hook_url: &str) -> std::path::PathBuf {
+    let cfg = dir.join("stormcast.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "route: {{receiver: hook, group_wait: 0s}}\n\
+             receivers:\n  - name: hook\n    webhook_configs: [{{url: '{hook_url}/hook'}}]\n"
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
 /// Starts `stormcast serve` on a free loopback port; returns it with its base URL
@@ -308,15 +315,7 @@ async fn an_acknowledgement_survives_a_kill_and_restart() {
     let hook: StandIn = Arc::default();
     let hook_url = stand_in(hook.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("stormcast.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "route: {{receiver: hook, group_wait: 0s}}\n\
-             receivers:\n  - name: hook\n    webhook_configs: [{{url: '{hook_url}/hook'}}]\n"
-        ),
-    )
-    .unwrap();
+    let cfg = hook_config(dir.path(), &hook_url);
     let data = dir.path().join("data");
     let (mut server, base) = serve(&cfg, &data);
     let client = reqwest::Client::new();

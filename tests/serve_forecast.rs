@@ -154,6 +154,25 @@ fn start_serve(
     (Kill(child), format!("http://127.0.0.1:{port}"))
 }
 
+/// `stormcast serve` with one `memory` model, evaluated every 30s on a week
+/// of `memory_used_percent` from the fake Prometheus at `prom`; `fields`
+/// adds to the model's YAML.
+fn start_memory_serve(
+    dir: &std::path::Path,
+    prom: std::net::SocketAddr,
+    fields: &str,
+) -> (Kill, String) {
+    let model = format!(
+        "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    interval: 30s\n    labels: {{node: instance}}\n{fields}"
+    );
+    start_serve(
+        dir,
+        &[("memory.yaml", &model)],
+        &format!("history:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"),
+        &[],
+    )
+}
+
 /// The active alerts named `name`, or `None` while serve does not answer.
 async fn alerts_named(
     http: &reqwest::Client,
@@ -404,15 +423,7 @@ async fn serve_warns_of_a_fresh_leak_but_not_of_a_sawtooth_or_a_daily_swing() {
         fake_prometheus(axum::Router::new().route("/api/v1/query_range", get(bends_query_range)))
             .await;
     let dir = tempfile::tempdir().unwrap();
-    let (_child, base) = start_serve(
-        dir.path(),
-        &[(
-            "memory.yaml",
-            "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 100}\n    interval: 30s\n    labels: {node: instance}\n",
-        )],
-        &format!("history:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"),
-        &[],
-    );
+    let (_child, base) = start_memory_serve(dir.path(), prom, "    capacity: {value: 100}\n");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     // The report lists every series of the run; the run's alerts are
@@ -505,14 +516,10 @@ async fn serve_flags_a_level_shift_but_not_a_normal_daily_cycle() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (_child, base) = start_serve(
+    let (_child, base) = start_memory_serve(
         dir.path(),
-        &[(
-            "memory.yaml",
-            "models:\n  - name: memory\n    resource: memory\n    usage: memory_used_percent\n    capacity: {value: 1000}\n    interval: 30s\n    anomaly: true\n    labels: {node: instance}\n",
-        )],
-        &format!("history:\n  lookback: 7d\n  endpoints:\n    - url: http://{prom}\n"),
-        &[],
+        prom,
+        "    capacity: {value: 1000}\n    anomaly: true\n",
     );
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
