@@ -35,7 +35,7 @@ fn alert(cluster: &str, pairs: &[(&str, &str)], at: i64) -> AlertState {
 }
 
 /// The labels of one kube-state-metrics series.
-fn series(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+pub(super) fn series(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

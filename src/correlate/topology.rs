@@ -515,13 +515,8 @@ mod tests {
 
     #[test]
     fn daemonset_pods_place_the_daemonset_on_their_nodes_in_either_order() {
+        use crate::correlate::tests::series;
         let mut t = Topology::default();
-        let series = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
         let owner = |pod: &str, kind: &str, name: &str| {
             series(&[
                 ("cluster", "c1"),
