@@ -306,6 +306,12 @@ struct Model {
     slope: f64,
     regime_start: usize,
     kind: ModelKind,
+    /// How far above the fitted line the samples typically reach within an
+    /// hour (the median of hourly maxima of the residuals). The headline
+    /// time is the median forecast's crossing; the earliest plausible time
+    /// adds this, because a sample is what reaches the limit (memory is
+    /// OOM-killed at the first sample over it).
+    excursion: f64,
 }
 
 enum ModelKind {
@@ -432,7 +438,9 @@ fn forecast_clean(
         let (v, s) = model.at(now_abs, lead);
         let s = s.max(1e-12);
         p_max = p_max.max(normal_cdf((v - capacity) / s));
-        if first_hi.is_none() && v + Z95 * s >= capacity {
+        // The earliest plausible time is when the band's upper edge plus the
+        // hourly excursion reaches capacity: a sample is what touches it.
+        if first_hi.is_none() && v + model.excursion + Z95 * s >= capacity {
             first_hi = Some(lead);
         }
         if first_mid.is_none() && v >= capacity {
@@ -479,6 +487,27 @@ fn forecast_clean(
         mstl: None,
         cross_check_skipped: false,
     }
+}
+
+/// The median over whole hours of the largest residual in each hour, at
+/// least 0: how far above the fitted line the series typically reaches
+/// within an hour. Hours with fewer than three samples are skipped.
+fn hourly_excursion(t: &[f64], resid: &[f64]) -> f64 {
+    let mut maxima = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        let hour = (-t[i] / 3600.0).floor();
+        let (mut hi, mut n) = (f64::NEG_INFINITY, 0);
+        while i < t.len() && (-t[i] / 3600.0).floor() == hour {
+            hi = hi.max(resid[i]);
+            n += 1;
+            i += 1;
+        }
+        if n >= 3 {
+            maxima.push(hi);
+        }
+    }
+    median_mut(&mut maxima).unwrap_or(0.0).max(0.0)
 }
 
 /// Finds jumps: |Δy| above both 8 robust sigmas of the differences and a
@@ -675,6 +704,7 @@ fn fit_linear(
         method,
         slope: b,
         regime_start: start,
+        excursion: hourly_excursion(tr, &centred),
         kind: ModelKind::Linear {
             level,
             slope: b,
@@ -795,52 +825,65 @@ fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Chan
         let w = (bx[b - 1] - bx[a]).max(bw / 3600.0);
         sigma_b * 12f64.sqrt() / w / m.sqrt()
     };
-    let mut j = seg.changes.len() - 1;
-    while j > 0 {
-        let (a, k) = (seg.changes[j - 1], seg.changes[j]);
-        let (b_prev, b_reg) = (seg.slope(a, k), seg.slope(k, nb));
-        let same_trend = b_prev * b_reg > 0.0 && (0.4..=2.5).contains(&(b_prev / b_reg));
-        let within_noise = (b_prev - b_reg).abs() <= 3.0 * se_of(a, k).hypot(se_of(k, nb));
-        if !same_trend && !within_noise {
-            break;
-        }
-        j -= 1;
-    }
-    let k = seg.changes[j];
-    let m = nb - k;
-    let slope_h = seg.slope(k, nb);
-    // Null: slopes over windows of m buckets before the change, and those
-    // ending at this time of day on earlier days.
-    let stride = (m / 2).max(1);
-    let null: Vec<f64> = (0..=k.saturating_sub(m))
-        .step_by(stride)
-        .filter(|j| j + m <= k)
-        .map(|j| seg.slope(j, j + m))
-        .collect();
+    // The most recent change after which the slope stands out is the
+    // current regime. A short wiggle at the very end is a segment of its
+    // own, so the candidates are tried from the last one back: the first
+    // that passes is taken (each candidate's regime runs to now).
     let per_day = (DAY / bw).round() as usize;
-    let same_time: Vec<f64> = (1..=14)
-        .filter_map(|d| nb.checked_sub(d * per_day))
-        .filter(|end| *end >= m && *end <= k)
-        .map(|end| seg.slope(end - m, end))
-        .collect();
-    let se = se_of(k, nb);
-    let (centre, spread) = if null.len() >= 6 {
-        let c = median(&null).unwrap_or(0.0);
-        (c, mad_sigma(&null).max(se))
-    } else {
-        let before = if j > 0 { seg.changes[j - 1] } else { 0 };
-        (seg.slope(before, k), se.hypot(se_of(before, k)))
-    };
-    // The slope this time of day usually has (a morning ramp the profile
-    // did not take out entirely) is no evidence of a bend.
-    let beyond_daily = median(&same_time).is_none_or(|s| (slope_h - s).abs() >= BEND_Z * spread);
-    Some(Change {
-        tau: bi[k],
-        z: (slope_h - centre) / spread,
-        beyond_daily,
-        sigma_b,
-        m,
-    })
+    let mut last = seg.changes.len();
+    while last > 0 {
+        let mut j = last - 1;
+        while j > 0 {
+            let (a, k) = (seg.changes[j - 1], seg.changes[j]);
+            let (b_prev, b_reg) = (seg.slope(a, k), seg.slope(k, nb));
+            let same_trend = b_prev * b_reg > 0.0 && (0.4..=2.5).contains(&(b_prev / b_reg));
+            let within_noise = (b_prev - b_reg).abs() <= 3.0 * se_of(a, k).hypot(se_of(k, nb));
+            if !same_trend && !within_noise {
+                break;
+            }
+            j -= 1;
+        }
+        let k = seg.changes[j];
+        let m = nb - k;
+        let slope_h = seg.slope(k, nb);
+        // Null: slopes over windows of m buckets before the change, and
+        // those ending at this time of day on earlier days.
+        let stride = (m / 2).max(1);
+        let null: Vec<f64> = (0..=k.saturating_sub(m))
+            .step_by(stride)
+            .filter(|j| j + m <= k)
+            .map(|j| seg.slope(j, j + m))
+            .collect();
+        let same_time: Vec<f64> = (1..=14)
+            .filter_map(|d| nb.checked_sub(d * per_day))
+            .filter(|end| *end >= m && *end <= k)
+            .map(|end| seg.slope(end - m, end))
+            .collect();
+        let se = se_of(k, nb);
+        let (centre, spread) = if null.len() >= 6 {
+            let c = median(&null).unwrap_or(0.0);
+            (c, mad_sigma(&null).max(se))
+        } else {
+            let before = if j > 0 { seg.changes[j - 1] } else { 0 };
+            (seg.slope(before, k), se.hypot(se_of(before, k)))
+        };
+        // The slope this time of day usually has (a morning ramp the
+        // profile did not take out entirely) is no evidence of a bend.
+        let beyond_daily =
+            median(&same_time).is_none_or(|s| (slope_h - s).abs() >= BEND_Z * spread);
+        let z = (slope_h - centre) / spread;
+        if z.abs() >= BEND_Z && beyond_daily {
+            return Some(Change {
+                tau: bi[k],
+                z,
+                beyond_daily,
+                sigma_b,
+                m,
+            });
+        }
+        last = j;
+    }
+    None
 }
 
 /// The current regime when the slope bent (or the level stepped) inside the
@@ -957,6 +1000,7 @@ fn fit_bend(
         method: long.method,
         slope: b,
         regime_start: start + tau,
+        excursion: hourly_excursion(ts_, &centred),
         kind: ModelKind::Linear {
             level: base + season_at(profile.as_ref(), now_abs),
             slope: b,
@@ -1186,6 +1230,8 @@ fn fit_sawtooth(
         method: Method::Sawtooth,
         slope: peak_slope,
         regime_start: start,
+        // The peaks are sample maxima already.
+        excursion: 0.0,
         kind: ModelKind::Saw {
             current: current_fit,
             ramp,
