@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             first_received: *at,
             last_received: *at,
             flaps: 0,
+            previous_end: None,
             deliveries: 1,
         })
         .collect();

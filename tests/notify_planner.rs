@@ -349,3 +349,38 @@ fn an_update_that_no_longer_changes_anything_is_not_sent() {
         vec![(30, MessageKind::First), (1800, MessageKind::Update)]
     );
 }
+
+#[test]
+fn a_service_named_again_as_its_workload_is_no_update() {
+    use stormcast::domain::{Entity, EntityKind};
+    let mut p = planner(CFG);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = inc();
+    inc.root_cause.entity = Entity::new(EntityKind::Service, "prod-1", Some("data"), "postgres");
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    run_until(&mut p, t0 + Duration::seconds(60), &mut out);
+    assert_eq!(kinds(&out), vec![(30, MessageKind::First)]);
+
+    // The workload's own alerts arrive and name it: the same cause.
+    inc.root_cause.entity.kind = EntityKind::StatefulSet;
+    out.extend(p.plan(
+        &updated("inc-1", Change::RootCause),
+        &inc,
+        t0 + Duration::seconds(120),
+    ));
+    run_until(&mut p, t0 + Duration::seconds(900), &mut out);
+    assert_eq!(kinds(&out), vec![(30, MessageKind::First)]);
+
+    // Another workload is news.
+    inc.root_cause.entity.name = "redis".into();
+    out.extend(p.plan(
+        &updated("inc-1", Change::RootCause),
+        &inc,
+        t0 + Duration::seconds(900),
+    ));
+    run_until(&mut p, t0 + Duration::seconds(1000), &mut out);
+    assert_eq!(
+        kinds(&out),
+        vec![(30, MessageKind::First), (900, MessageKind::Update)]
+    );
+}

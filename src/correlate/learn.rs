@@ -740,6 +740,7 @@ mod tests {
                 am_fingerprint: None,
                 cluster: crate::domain::ClusterId::new(o.labels.get_or_empty("cluster")),
                 flaps: 0,
+                previous_end: None,
                 deliveries: 1,
                 labels: o.labels.clone(),
                 annotations: Labels::new(),

@@ -64,7 +64,11 @@
 //! (`Resolved` event, [`Correlator::merged_into`] names the survivor, and its
 //! explanation says so). An alert that resolves leaves its incident as it is
 //! until every member resolved and `grouping.resolve_hold` passed. A re-fire
-//! after that opens a new incident.
+//! after that opens a new incident. An alert that flaps (its condition came
+//! back within its rule's `for` of the end of its previous episode) holds
+//! its incident open, once quiet, `resolve_hold` plus as long as it last
+//! stayed quiet, so that its next re-fire rejoins the incident instead of
+//! paging again.
 //!
 //! Two links are revised as later alerts arrive, so that the grouping does
 //! not depend on which Alertmanager sent first:
@@ -235,6 +239,10 @@ struct Slot {
     via: Option<usize>,
     /// A stormcast prediction rather than a received alert.
     predictive: bool,
+    /// How long this alert stayed quiet before it last came back, when it
+    /// flaps (see [`Correlator::flap_quiet`]): its incident, once quiet,
+    /// stays open this much longer than `resolve_hold`.
+    flap_hold: chrono::Duration,
     weight: u32,
     severity: u8,
     cluster: Arc<str>,
@@ -573,6 +581,41 @@ impl Correlator {
         alert.starts_at - self.settings.rules.pending_for(alert.labels.alertname())
     }
 
+    /// For an alert that fired again (received at `now`): how long it stayed
+    /// quiet, from the end of its previous episode to this delivery, if it
+    /// flaps. It flaps when its condition came back (the new episode's onset)
+    /// within its rule's `for` of the previous end, or within
+    /// `resolve_hold`: a condition that must hold for `for` to count as a
+    /// problem, and that cleared for less than that, gave no sign the problem
+    /// ended. Prometheus only fires it again `for` after the condition
+    /// returns, and the sender batches it by its own timers, so such a
+    /// re-fire arrives well after `resolve_hold` and would page afresh.
+    fn flap_quiet(&self, alert: &AlertState, now: Timestamp) -> chrono::Duration {
+        let Some(end) = alert.previous_end else {
+            return chrono::Duration::zero();
+        };
+        let pending = self.settings.rules.pending_for(alert.labels.alertname());
+        let hold = self.settings.resolve_hold.as_chrono();
+        if self.onset(alert) - end > pending.max(hold) {
+            return chrono::Duration::zero();
+        }
+        (now - end).max(chrono::Duration::zero())
+    }
+
+    /// When a quiet incident resolves: `resolve_hold` after its last member
+    /// resolved, and for a flapping member as long again as it last stayed
+    /// quiet before coming back.
+    fn resolves_at(&self, o: &Open) -> Option<Timestamp> {
+        let q = o.quiet_since?;
+        let flap = o
+            .slots
+            .iter()
+            .map(|s| self.slot_data[*s].flap_hold)
+            .max()
+            .unwrap_or_else(chrono::Duration::zero);
+        Some(q + self.settings.resolve_hold.as_chrono() + flap)
+    }
+
     fn new_slot(&mut self, alert: &AlertState) -> usize {
         let r = entity::resolve(
             &alert.labels,
@@ -622,6 +665,7 @@ impl Correlator {
             logical_linked: false,
             via: None,
             predictive: alert.source == crate::analyze::PREDICTIVE_SOURCE,
+            flap_hold: chrono::Duration::zero(),
             weight: r.weight,
             severity: severity_rank(alert.severity()),
             cluster: alert.cluster.shared(),
@@ -1645,6 +1689,7 @@ impl Correlator {
         let onset = self.onset(alert);
         let mut touched: Vec<String> = Vec::new();
         if let Some((id, s)) = self.by_alert.get(&alert.id).cloned() {
+            let flap = self.flap_quiet(alert, now);
             if let Some(open) = self.open.get_mut(&id) {
                 let inc = &mut open.incident;
                 inc.updated_at = now;
@@ -1660,6 +1705,9 @@ impl Correlator {
                     (inc.firing_count() == 0).then_some(alert.ends_at.unwrap_or(now));
                 let d = &mut self.slot_data[s];
                 let refired = alert.is_firing() && !d.firing;
+                if refired {
+                    d.flap_hold = d.flap_hold.max(flap);
+                }
                 d.firing = alert.is_firing();
                 d.ends_at = alert.ends_at;
                 if refired {
@@ -1684,6 +1732,7 @@ impl Correlator {
         }
         let storm = self.count_arrival(alert.cluster.as_str(), now);
         let s = self.new_slot(alert);
+        self.slot_data[s].flap_hold = self.flap_quiet(alert, now);
         self.link(s, now, &mut touched);
         let root = self.find(s);
         let id = match self.comp_inc.get(&root).cloned() {
@@ -2123,6 +2172,7 @@ impl Correlator {
                     first_received: a.starts_at,
                     last_received: a.starts_at,
                     flaps: 0,
+                    previous_end: None,
                     deliveries: 0,
                 };
                 let s = self.new_slot(&state);
@@ -2168,11 +2218,10 @@ impl Correlator {
 
     /// Resolves incidents whose members have all been resolved for the hold time.
     pub fn tick(&mut self, now: Timestamp) -> Vec<IncidentEvent> {
-        let hold = self.settings.resolve_hold.as_chrono();
         let mut done: Vec<String> = self
             .open
             .iter()
-            .filter(|(_, o)| o.quiet_since.is_some_and(|q| q + hold <= now))
+            .filter(|(_, o)| self.resolves_at(o).is_some_and(|t| t <= now))
             .map(|(id, _)| id.clone())
             .collect();
         done.sort();
@@ -2227,12 +2276,7 @@ impl Correlator {
 
     /// The next time [`tick`](Self::tick) has work to do.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let hold = self.settings.resolve_hold.as_chrono();
-        self.open
-            .values()
-            .filter_map(|o| o.quiet_since)
-            .min()
-            .map(|q| q + hold)
+        self.open.values().filter_map(|o| self.resolves_at(o)).min()
     }
 
     pub fn incident(&self, id: &str) -> Option<&Incident> {

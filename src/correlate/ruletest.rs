@@ -210,6 +210,7 @@ pub fn run_test(test: &RuleTest, rules: &Rules) -> TestOutcome {
             first_received: now,
             last_received: now,
             flaps: 0,
+            previous_end: None,
             deliveries: 1,
         });
         let transition = if firing {

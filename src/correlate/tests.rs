@@ -30,6 +30,7 @@ fn alert(cluster: &str, pairs: &[(&str, &str)], at: i64) -> AlertState {
         first_received: t(at),
         last_received: t(at),
         flaps: 0,
+        previous_end: None,
         deliveries: 1,
     }
 }
@@ -404,6 +405,66 @@ fn resolves_after_hold_and_refire_opens_a_new_incident() {
     let ev = c.observe(&a, Transition::Refired, t(1000));
     assert!(matches!(ev[0], IncidentEvent::Opened { .. }));
     assert_eq!(c.incidents().len(), 2);
+}
+
+#[test]
+fn a_flapping_alert_keeps_its_incident_open_between_episodes() {
+    // CPUThrottlingHigh (`for: 15m`, shipped) whose condition clears for a
+    // few minutes at a time: each episode fires 15 minutes after the
+    // condition returns, well past `resolve_hold`.
+    let mut c = correlator();
+    let mut a = alert(
+        "c1",
+        &[
+            ("alertname", "CPUThrottlingHigh"),
+            ("namespace", "shop"),
+            ("pod", "web-5d8f7c9b4-aaaaa"),
+        ],
+        0,
+    );
+    feed(&mut c, &a);
+    let end = |c: &mut Correlator, a: &mut AlertState, at: i64| {
+        a.status = AlertStatus::Resolved;
+        a.ends_at = Some(t(at));
+        c.observe(a, Transition::Resolved, t(at))
+    };
+    let refire = |c: &mut Correlator, a: &mut AlertState, starts: i64, received: i64| {
+        a.previous_end = a.ends_at;
+        a.flaps += 1;
+        a.status = AlertStatus::Firing;
+        a.ends_at = None;
+        a.starts_at = t(starts);
+        c.observe(a, Transition::Refired, t(received))
+    };
+    end(&mut c, &mut a, 120);
+    // No sign of flapping yet: resolved after the hold.
+    assert_eq!(c.next_deadline(), Some(t(420)));
+    assert_eq!(c.tick(t(420)).len(), 1);
+    // The condition came back 2 minutes after it cleared (onset 1140 - 900):
+    // a flap. It fired at 1140 and arrived at 1300, 1180s after the end.
+    let ev = refire(&mut c, &mut a, 1140, 1300);
+    assert!(matches!(ev[0], IncidentEvent::Opened { .. }));
+    let second = ev[0].id().to_owned();
+    end(&mut c, &mut a, 1400);
+    assert_eq!(c.next_deadline(), Some(t(1400 + 300 + 1180)));
+    assert!(c.tick(t(2500)).is_empty());
+    // The next episode rejoins the incident instead of opening another.
+    let ev = refire(&mut c, &mut a, 2400, 2500);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].id(), second);
+    assert!(matches!(ev[0], IncidentEvent::Updated { .. }));
+    assert_eq!(c.incidents().len(), 2);
+    end(&mut c, &mut a, 2600);
+    assert_eq!(c.tick(t(10_000)).len(), 1);
+    assert_eq!(c.open_count(), 0);
+
+    // A re-fire whose condition stayed clear longer than the rule's `for`
+    // is a new problem, held only `resolve_hold`.
+    let ev = refire(&mut c, &mut a, 10_000 + 2000, 12_100);
+    assert!(matches!(ev[0], IncidentEvent::Opened { .. }));
+    end(&mut c, &mut a, 12_200);
+    assert_eq!(c.next_deadline(), Some(t(12_500)));
+    c.check_consistency().unwrap();
 }
 
 #[test]

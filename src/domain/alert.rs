@@ -90,6 +90,9 @@ pub struct AlertState {
     /// How many times this identity fired again after resolving.
     #[serde(default)]
     pub flaps: u32,
+    /// When the episode before the current one ended, once it fired again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_end: Option<Timestamp>,
     /// Deliveries that carried this identity, duplicates included.
     #[serde(default)]
     pub deliveries: u64,
@@ -140,6 +143,7 @@ impl AlertState {
             first_received: ctx.received_at,
             last_received: ctx.received_at,
             flaps: 0,
+            previous_end: None,
             deliveries: 1,
         };
         (state, transition)
@@ -179,6 +183,7 @@ impl AlertState {
                     self.starts_at = obs.starts_at;
                     self.ends_at = None;
                     self.flaps += 1;
+                    self.previous_end = Some(resolved_at);
                     self.refresh_details(&obs);
                     Transition::Refired
                 } else {
@@ -192,6 +197,7 @@ impl AlertState {
                     self.starts_at = obs.starts_at;
                     self.ends_at = Some(obs.ends_at.unwrap_or(ctx.received_at));
                     self.flaps += 1;
+                    self.previous_end = Some(resolved_at);
                     self.refresh_details(&obs);
                     Transition::Refired
                 } else {

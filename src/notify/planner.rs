@@ -50,10 +50,27 @@ struct Gist {
     severity: String,
 }
 
+/// The root cause as the receiver knows it. A Service and the workload of
+/// the same name in its namespace are one cause told two ways: the Service
+/// selects that workload's pods, and correlation names the Service first
+/// (its callers' error rates fire before the workload's replica alerts) and
+/// the workload once those arrive. That is no news to the receiver.
+fn told_cause(e: &crate::domain::Entity) -> crate::domain::Entity {
+    use crate::domain::EntityKind as K;
+    let mut e = e.clone();
+    if matches!(
+        e.kind,
+        K::Deployment | K::StatefulSet | K::DaemonSet | K::Service
+    ) {
+        e.kind = K::Service;
+    }
+    e
+}
+
 impl Gist {
     fn of(inc: &Incident) -> Self {
         Gist {
-            cause: inc.root_cause.entity.clone(),
+            cause: told_cause(&inc.root_cause.entity),
             // Correlation keeps them sorted and deduplicated.
             clusters: inc.clusters.clone(),
             severity: inc.severity.clone(),

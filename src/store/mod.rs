@@ -946,6 +946,7 @@ mod tests {
             first_received: t,
             last_received: t,
             flaps: 0,
+            previous_end: None,
             deliveries: 1,
         }
     }
