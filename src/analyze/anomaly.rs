@@ -2,26 +2,29 @@
 //!
 //! * **Online per-series score** ([`OnlineScorer`]): every point is scored
 //!   from the state built on the points *before* it, never after, in O(1)
-//!   time and fixed memory. Four statistics describe how a point differs
-//!   from what came before:
-//!   - *level*: distance from the long-run mean in long-run standard
-//!     deviations (a week of 5-minute samples as half-life);
-//!   - *rate of change*: the step from the previous sample against the
-//!     usual step;
-//!   - *variance*: a short moving mean of squared residuals against the
-//!     series' own forecast (level, or level and daily profile once two days
-//!     show a daily shape), which rises when the noise changes;
-//!   - *flat-line*: how many samples in a row have not changed (a stuck
-//!     exporter).
+//!   time and fixed memory. Two kinds of evidence make the score:
+//!   - **Records**: a point beyond everything the series has shown in its
+//!     whole life: a value above the highest or below the lowest seen (by 1 %
+//!     of the range and one usual step), an absolute forecast residual or its
+//!     short (about 4 samples) or long (about 50) moving mean above its
+//!     largest so far, or a flat-line outlasting the longest one (a stuck
+//!     exporter). Of `n` exchangeable points the next is the largest with
+//!     chance `1 / (n + 1)`, so records get rarer as history grows, and a
+//!     bursty series whose spikes are all alike stops producing them.
+//!     Records count after two days of history and score 0.75 to 1, by how
+//!     far they beat the old one.
+//!   - **Unusual points**: four statistics (distance from the long-run
+//!     mean, the step from the previous sample, a short moving mean of
+//!     squared residuals, and the residual against a daily profile once
+//!     that profile beats the level alone), each turned into a conformal
+//!     p-value by an exponentially decaying histogram of its past values
+//!     (beyond what was seen, an exponential tail fitted to the top 2 %).
+//!     Fisher's method combines them into `p`, and this part of the score is
+//!     `-log10(p) / 12`: 0.5 means "one in a million" by Fisher's count,
+//!     which overstates rarity because the statistics look at the same
+//!     point.
 //!
-//!   For each statistic the scorer keeps an exponentially decaying histogram
-//!   of its past values and turns the current value into a conformal p-value:
-//!   the weight of past values at least as extreme. Beyond what was seen, the
-//!   tail is extrapolated as an exponential fitted to the top 2 % (peaks over
-//!   threshold). The p-values are combined with Fisher's
-//!   method into one probability `p`, and the score is `-log10(p) / 6`,
-//!   clipped to [0, 1]: 0.5 means "one in a thousand", 1 means "one in a
-//!   million or rarer".
+//!   The score is the larger of the two, in [0, 1].
 //! * **One alert per episode**: once a point reaches the alert threshold,
 //!   the series rests for [`REST_SECS`] (Alertmanager's default
 //!   `repeat_interval`): its points score 0 while the model keeps learning,
@@ -70,13 +73,35 @@ impl Profile {
     pub fn threshold(self) -> f64 {
         match self {
             Profile::Standard => DEFAULT_THRESHOLD,
-            Profile::LowFalsePositives => 0.68,
-            Profile::LowMisses => 0.47,
+            Profile::LowFalsePositives => 0.57,
+            Profile::LowMisses => 0.42,
         }
     }
 }
-/// `-log10(p)` that maps to a score of 1.
-const DECADES: f64 = 6.0;
+/// `-log10(p)` of the combined statistics that maps to a score of 1: 0.5
+/// is "one in a million". The statistics look at the same point and are not
+/// independent, so Fisher's `p` overstates how rare a point is; the scale
+/// makes up for it.
+const DECADES: f64 = 12.0;
+/// Lowest score of a record (a point beyond everything the series has
+/// shown): records rank above every merely unusual point short of
+/// 10^-9.
+const RECORD_FLOOR: f64 = 0.75;
+/// Excess over the previous record, as a share of it, that scores 1.
+const RECORD_SPAN: f64 = 0.25;
+/// A new high or low must beat the old one by this share of the range seen,
+/// and by one usual step, so that a steady trend is not a string of
+/// records.
+const RECORD_MARGIN: f64 = 0.01;
+/// A moving mean of the absolute residual must beat its largest value by
+/// this share, one absolute residual (noisier) by the second, and a
+/// flat-line the longest run by [`RECORD_MARGIN`].
+const RESIDUAL_MARGINS: [f64; 2] = [0.03, 0.08];
+/// History before a record means anything: with less, new highs are
+/// frequent by chance.
+const RECORD_AGE_SECS: i64 = 2 * DAY;
+/// Shortest flat-line run that can be a record.
+const FLAT_MIN: f64 = 10.0;
 
 /// Decaying histogram of a positive statistic on a log scale, with
 /// Fenwick trees for O(log bins) tail sums.
@@ -257,10 +282,23 @@ pub struct OnlineScorer {
     flat: usize,
     run: [f64; SHIFT_RUN],
     run_len: usize,
-    tails: [Tail; 5],
+    tails: [Tail; 4],
     /// Weight of a new sample in the long-run mean and variance.
     long_weight: f64,
     rest_until: i64,
+    /// Lowest and highest value seen.
+    lo: f64,
+    hi: f64,
+    /// Short and long moving means of the absolute forecast residual.
+    res_short: f64,
+    res_long: f64,
+    /// Largest short and long residual means, longest flat-line run and
+    /// largest absolute residual seen so far.
+    record: [f64; 4],
+    /// The run the current flat-line must beat, fixed when it began, and
+    /// whether it has.
+    flat_bar: f64,
+    flat_beaten: bool,
 }
 
 /// Consecutive same-sign residuals beyond 3 scales that move the forecast
@@ -277,6 +315,10 @@ const BETA: f64 = 0.03;
 const LONG_HALF_LIFE: f64 = 2000.0;
 /// Weight of a new squared residual in the short variance.
 const VAR_WEIGHT: f64 = 0.25;
+/// Weight of a new absolute residual in its short and long moving means
+/// (about 4 and 50 samples).
+const RES_SHORT_WEIGHT: f64 = 0.25;
+const RES_LONG_WEIGHT: f64 = 0.02;
 
 impl Default for OnlineScorer {
     fn default() -> Self {
@@ -311,6 +353,13 @@ impl OnlineScorer {
             tails: std::array::from_fn(|_| Tail::new(LONG_HALF_LIFE)),
             long_weight: 1.0 - 0.5f64.powf(1.0 / LONG_HALF_LIFE),
             rest_until: i64::MIN,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+            res_short: 0.0,
+            res_long: 0.0,
+            record: [0.0; 4],
+            flat_bar: FLAT_MIN,
+            flat_beaten: false,
         }
     }
 
@@ -366,13 +415,13 @@ impl OnlineScorer {
         let zl = (v - self.mean).abs() / self.var.sqrt().max(tiny);
         let mut var_short = (1.0 - VAR_WEIGHT) * self.var_short + VAR_WEIGHT * (z * z).min(1e4);
         self.flat = if d <= tiny { self.flat + 1 } else { 0 };
-        let stats = [zl, zd, var_short, self.flat as f64, z];
+        let stats = [zl, zd, var_short, z];
         // The forecast residual counts once a daily profile explains the
         // series better than its level alone.
-        let used = if use_season { 5 } else { 4 };
+        let used = if use_season { 4 } else { 3 };
         let mut score = 0.0;
         if n >= WARMUP {
-            let mut ps = [1.0; 5];
+            let mut ps = [1.0; 4];
             for (p, (tail, s)) in ps.iter_mut().zip(self.tails.iter().zip(stats)) {
                 *p = tail.p_value(s);
             }
@@ -380,6 +429,11 @@ impl OnlineScorer {
         }
         for (tail, s) in self.tails.iter_mut().zip(stats) {
             tail.add(s);
+        }
+        let record = self.record_excess(t, v, r.abs(), tiny);
+        if record > 0.0 {
+            let excess = (record / RECORD_SPAN).min(1.0);
+            score = score.max(RECORD_FLOOR + (1.0 - RECORD_FLOOR) * excess);
         }
 
         // Learn. Until 20 points are in, updates are neither weighted down
@@ -432,6 +486,57 @@ impl OnlineScorer {
             self.rest_until = t + REST_SECS;
         }
         Some(score)
+    }
+
+    /// How far the point beats the series' records, past their margins: the
+    /// value beyond the range of all values seen (as a share of that range),
+    /// the absolute residual or its short or long moving mean beyond its
+    /// largest value (as a share of it), or a flat-line run outlasting the
+    /// longest one (at least [`FLAT_MIN`]). Not positive when no record
+    /// falls. Learns the point.
+    ///
+    /// Records are kept for the series' whole life: the chance that the
+    /// next of `n` exchangeable points is the largest is `1 / (n + 1)`, so
+    /// records get rarer as the history grows, where a window of the
+    /// recent past keeps producing "the largest of the week".
+    fn record_excess(&mut self, t: i64, v: f64, abs_res: f64, tiny: f64) -> f64 {
+        self.res_short += RES_SHORT_WEIGHT * (abs_res - self.res_short);
+        self.res_long += RES_LONG_WEIGHT * (abs_res - self.res_long);
+        let flat = self.flat as f64;
+        if self.flat == 1 {
+            self.flat_bar = self.record[2].max(FLAT_MIN);
+            self.flat_beaten = false;
+        }
+        let stats = [self.res_short, self.res_long, flat, abs_res];
+        let mut g = f64::NEG_INFINITY;
+        if self.n >= WARMUP && t - self.t0 >= RECORD_AGE_SECS {
+            let range = self.hi - self.lo;
+            if range > tiny {
+                let pad = RECORD_MARGIN * range + self.step;
+                g = g
+                    .max((v - self.hi - pad) / range)
+                    .max((self.lo - v - pad) / range);
+            }
+            for k in [0, 1, 3] {
+                let (s, m) = (stats[k], self.record[k]);
+                if s > tiny && m > tiny {
+                    g = g.max(s / m - 1.0 - RESIDUAL_MARGINS[(k == 3) as usize]);
+                }
+            }
+            // A flat-line counts once, when it outlasts the longest before it.
+            if !self.flat_beaten && flat > self.flat_bar * (1.0 + RECORD_MARGIN) {
+                self.flat_beaten = true;
+                g = g.max(flat / self.flat_bar - 1.0 - RECORD_MARGIN);
+            }
+        }
+        if self.n >= 20 {
+            for (m, s) in self.record.iter_mut().zip(stats) {
+                *m = m.max(s);
+            }
+        }
+        self.hi = self.hi.max(v);
+        self.lo = self.lo.min(v);
+        g
     }
 
     fn start(&mut self, t: i64, v: f64) {
@@ -751,15 +856,21 @@ mod tests {
 
     #[test]
     fn the_score_is_graded() {
-        let mut pts = series(5 * 288, wave);
-        // Spikes a day apart, growing: each should outscore the last.
-        let at = [600, 888, 1176];
-        for (k, i) in at.iter().enumerate() {
-            pts[*i].1 += 2.0 * (k + 1) as f64;
-        }
-        let s = score_series(&pts);
-        let got: Vec<f64> = at.iter().map(|i| s[*i].unwrap()).collect();
-        assert!(got[0] < got[1] && got[1] < got[2], "{got:?}");
+        // The same point pushed further and further out: each outscores the
+        // last.
+        let got: Vec<f64> = [1.0, 2.0, 3.0, 4.0, 5.0]
+            .iter()
+            .map(|d| {
+                let mut pts = series(5 * 288, wave);
+                pts[1000].1 += d;
+                score_series(&pts)[1000].unwrap()
+            })
+            .collect();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        assert!(
+            got[0] < DEFAULT_THRESHOLD && got[4] >= RECORD_FLOOR,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -791,6 +902,45 @@ mod tests {
         let s = score_series(&pts);
         assert_eq!(alerts(&s, 300..800), 0);
         assert!(alerts(&s, 800..850) >= 1);
+    }
+
+    #[test]
+    fn a_value_beyond_every_one_seen_is_a_record() {
+        let mut pts = series(4 * 288, |i| 20.0 + noise(i));
+        // Within two days nothing is a record yet; after, a new high is.
+        pts[300].1 = 22.0;
+        pts[900].1 = 23.0;
+        let s = score_series(&pts);
+        assert!(s[300].unwrap() < RECORD_FLOOR, "{:?}", s[300]);
+        assert!(s[900].unwrap() >= RECORD_FLOOR, "{:?}", s[900]);
+    }
+
+    #[test]
+    fn a_steady_trend_is_not_a_string_of_records() {
+        // Disk usage growing a little every sample: every point is a new
+        // high, but none beats the last by a share of the range.
+        let pts = series(7 * 288, |i| 20.0 + 0.01 * i as f64 + 0.2 * noise(i));
+        let s = score_series(&pts);
+        assert!(
+            alerts(&s, 300..7 * 288) <= 1,
+            "{}",
+            alerts(&s, 300..7 * 288)
+        );
+    }
+
+    #[test]
+    fn spikes_as_large_as_past_ones_do_not_alert() {
+        // A bursty series: a spike of the same size every day.
+        let mut pts = series(8 * 288, |i| 100.0 + 10.0 * noise(i));
+        for d in 0..8 {
+            pts[d * 288 + 100].1 += 200.0 + 5.0 * noise(d);
+        }
+        let s = score_series(&pts);
+        assert!(
+            alerts(&s, 3 * 288..8 * 288) <= 1,
+            "{}",
+            alerts(&s, 3 * 288..8 * 288)
+        );
     }
 
     #[test]
