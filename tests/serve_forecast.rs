@@ -255,11 +255,20 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
     );
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let alert = wait_for_alerts(&http, &base, "ResourceExhaustionPredicted", deadline)
-        .await
-        .into_iter()
-        .next()
-        .expect("no predictive alert within 30s");
+    // Only the disk is asserted on: node-c's memory has a single day of
+    // history, too little to tell its daily swing from a trend near the
+    // swing's peak, so whether it warns depends on the time of day.
+    let alert = loop {
+        let disk = alerts_named(&http, &base, "ResourceExhaustionPredicted")
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a["labels"]["resource"] == "disk");
+        if disk.is_some() || Instant::now() >= deadline {
+            break disk.expect("no predictive disk alert within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert_eq!(alert["labels"]["node"], "node-1");
     assert_eq!(alert["labels"]["cluster"], "c1");
     assert_eq!(alert["labels"]["severity"], "warning");
@@ -313,7 +322,13 @@ async fn serve_raises_predictive_alerts_and_serves_the_report() {
         assert!(Instant::now() < deadline, "no report");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let lead = lead_secs(report["series"][0]["exhaustion_at"].as_str().unwrap());
+    let disk = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["labels"]["mountpoint"] == "/var")
+        .expect("the disk in the report");
+    let lead = lead_secs(disk["exhaustion_at"].as_str().unwrap());
     assert!((4 * 3600..6 * 3600).contains(&lead), "lead {lead}s");
     let html = http
         .get(format!("{base}/api/v1/report"))

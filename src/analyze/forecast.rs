@@ -869,8 +869,15 @@ fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Chan
         };
         // The slope this time of day usually has (a morning ramp the
         // profile did not take out entirely) is no evidence of a bend.
-        let beyond_daily =
-            median(&same_time).is_none_or(|s| (slope_h - s).abs() >= BEND_Z * spread);
+        // With less than a day before the change there is no such slope to
+        // compare with, and a daily cycle's rising half looks like a bend.
+        // A cycle returns to levels it held within the day, so the bend
+        // counts only once it has taken the series beyond every level it
+        // held before the change.
+        let beyond_daily = match median(&same_time) {
+            Some(s) => (slope_h - s).abs() >= BEND_Z * spread,
+            None => beyond_earlier_levels(&by[..k], &by[k..], slope_h, sigma_b),
+        };
         let z = (slope_h - centre) / spread;
         if z.abs() >= BEND_Z && beyond_daily {
             return Some(Change {
@@ -884,6 +891,22 @@ fn last_change(tr: &[f64], adj: &[f64], step: f64, capacity: f64) -> Option<Chan
         last = j;
     }
     None
+}
+
+/// Whether a change with slope `slope` has taken the series to a level it
+/// did not hold before: the buckets of the last hour of `after` (the
+/// regime since the change) above every bucket `before` it for a rise,
+/// below every one for a fall, by more than the noise scale `sigma`. A
+/// cycle past its peak is back among earlier levels; a leak is at its
+/// highest now.
+fn beyond_earlier_levels(before: &[f64], after: &[f64], slope: f64, sigma: f64) -> bool {
+    let now = &after[after.len().saturating_sub(MIN_SEGMENT_BUCKETS)..];
+    let fold = |init: f64, f: fn(f64, f64) -> f64, v: &[f64]| v.iter().copied().fold(init, f);
+    if slope > 0.0 {
+        fold(f64::MAX, f64::min, now) > fold(f64::MIN, f64::max, before) + sigma
+    } else {
+        fold(f64::MIN, f64::max, now) < fold(f64::MAX, f64::min, before) - sigma
+    }
 }
 
 /// The current regime when the slope bent (or the level stepped) inside the
@@ -1328,6 +1351,35 @@ mod tests {
         assert!(f.confidence < 0.2, "{}", f.confidence);
         // predict_linear over 6h does alarm on the morning ramp.
         assert!(predict_linear_crossing(&s, 100.0, 6 * 3600, 86_400).is_some());
+    }
+
+    #[test]
+    fn one_day_of_a_daily_swing_on_its_rise_is_not_a_leak() {
+        // A single day of 85 ± 5, cut 1 to 5 hours before the swing's peak:
+        // the rise is a bend of its own, but it has not gone beyond the
+        // levels the series held the day before.
+        for hours_to_peak in [1.0, 3.0, 5.0] {
+            let end_phase = 6.0 * 3600.0 - hours_to_peak * 3600.0;
+            let s = series(288, 300, |x| {
+                let phase = end_phase - 287.0 * 300.0 + x;
+                85.0 + 5.0 * (std::f64::consts::TAU * phase / 86_400.0).sin() + 0.3 * noise(x)
+            });
+            let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+            assert_eq!(f.exhaustion_at, None, "{hours_to_peak}h: {:?}", f.notes);
+        }
+    }
+
+    #[test]
+    fn one_day_flat_then_a_fresh_leak_warns() {
+        // 20 hours near 47, then 4 hours climbing 8 per hour: beyond every
+        // earlier level, full in about 2.6 hours.
+        let s = series(288, 300, |x| {
+            let h = x / 3600.0;
+            47.0 + 8.0 * (h - 20.0).max(0.0) + 0.3 * noise(x)
+        });
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        let lead = f.lead_secs().expect("a warning") as f64 / 3600.0;
+        assert!((1.5..4.0).contains(&lead), "lead {lead}h: {:?}", f.notes);
     }
 
     #[test]
