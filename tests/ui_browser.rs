@@ -1,6 +1,8 @@
 //! The web UI in a real headless Chromium, driven through chromedriver's W3C
-//! WebDriver API: incidents render, a click opens the detail, and label values
-//! containing markup are shown as text, never executed.
+//! WebDriver API: incidents render, a click opens the detail, label values
+//! containing markup are shown as text, never executed, search runs on the
+//! server, and the incident page draws its timeline and entities and
+//! acknowledges.
 //! `STORMCAST_UI_SCREENSHOT=file.png` keeps a screenshot.
 
 mod common;
@@ -227,7 +229,98 @@ async fn incidents_render_and_labels_cannot_inject_markup() {
         json!(0)
     );
 
+    // Search runs on the server: the node's name leaves only its incident.
+    let filter = wd.find_all("#filter").await;
+    wd.call(
+        reqwest::Method::POST,
+        &format!("/element/{}/value", filter[0]),
+        Some(json!({"text": "prod-bj-1-node03"})),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = wd.find_all("tr.incident").await;
+        let texts: Vec<String> = futures::future::join_all(rows.iter().map(|r| wd.text(r))).await;
+        if texts.len() == 1 && texts[0].contains("KubeNodeNotReady") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "search left {texts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Its detail links to the incident page, the page every message links
+    // to: root cause, a timeline and the entity graph, members by name.
+    wd.open_row_containing("KubeNodeNotReady").await;
+    let link = wd.wait_for("tr.detail a.page-link", 1).await;
+    let href = wd
+        .call(
+            reqwest::Method::GET,
+            &format!("/element/{}/property/href", link[0]),
+            None,
+        )
+        .await;
+    let href = href.as_str().unwrap().to_owned();
+    assert!(href.contains("/incidents/inc-"), "{href}");
+    wd.call(reqwest::Method::POST, "/url", Some(json!({"url": href})))
+        .await;
+    wd.wait_for("#timeline-svg rect.bar", 1).await;
+    wd.wait_for("#graph-svg g.node.root", 1).await;
+    let title = wd.text(&wd.find_all("#title").await[0]).await;
+    assert!(title.contains("KubeNodeNotReady"), "{title}");
+    let groups = wd.wait_for("#members details.group", 1).await;
+    assert!(wd.text(&groups[0]).await.contains("KubeNodeNotReady"));
+    // Acknowledge from the page; the state shows there and in the API.
+    let ack = wd.wait_for("#ack-button", 1).await;
+    wd.call(
+        reqwest::Method::POST,
+        &format!("/element/{}/click", ack[0]),
+        Some(json!({})),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !wd
+        .text(&wd.find_all("#ack").await[0])
+        .await
+        .contains("acknowledged")
+    {
+        assert!(Instant::now() < deadline, "the ack never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id = href.rsplit('/').next().unwrap();
+    let st: Value = http
+        .get(sc.url(&format!("/api/v1/incidents/{id}/ack")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["acknowledged"], true, "{st}");
+    if let Ok(path) = std::env::var("STORMCAST_UI_SCREENSHOT") {
+        let png = wd.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path.replace(".png", "-incident.png"), bytes).unwrap();
+    }
+    // An unknown incident says so on the page.
+    wd.call(
+        reqwest::Method::POST,
+        "/url",
+        Some(json!({"url": sc.url("/incidents/inc-nope")})),
+    )
+    .await;
+    let err = wd.wait_for("#error:not([hidden])", 1).await;
+    assert!(wd.text(&err[0]).await.contains("No incident inc-nope"));
+
     // The resolved view is empty.
+    wd.call(
+        reqwest::Method::POST,
+        "/url",
+        Some(json!({"url": sc.url("/")})),
+    )
+    .await;
+    wd.wait_for("tr.incident", 1).await;
     let buttons = wd.find_all("nav button[data-state='resolved']").await;
     wd.call(
         reqwest::Method::POST,

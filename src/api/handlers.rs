@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::incident_query::IncidentQuery;
 use super::{ApiError, AppState};
 use crate::domain::{AlertState, Fingerprint, Incident};
 use crate::engine::ApplyOutcome;
@@ -172,39 +173,21 @@ pub async fn get_alert(
         .ok_or_else(|| ApiError::not_found(format!("no alert {fp}")))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct IncidentQuery {
-    /// `open`, `resolved` or absent for all.
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `GET /api/v1/incidents`: incidents, newest first.
+/// `GET /api/v1/incidents`: incidents filtered, searched, sorted and paged
+/// on the server ([`IncidentQuery`]); the `X-Total-Count` header says how
+/// many matched before paging.
 pub async fn list_incidents(
     State(st): State<Arc<AppState>>,
     Query(q): Query<IncidentQuery>,
-) -> Result<Json<Vec<Incident>>, ApiError> {
-    let want_open = match q.state.as_deref() {
-        None | Some("") | Some("all") => None,
-        Some("open") => Some(true),
-        Some("resolved") => Some(false),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "state: {other:?} is not one of open, resolved, all"
-            )))
-        }
+) -> Result<impl IntoResponse, ApiError> {
+    let selected = {
+        let engine = st.engine.lock().expect("engine lock");
+        q.select(engine.incidents())?
     };
-    let engine = st.engine.lock().expect("engine lock");
-    let mut out: Vec<Incident> = engine
-        .incidents()
-        .into_iter()
-        .filter(|i| want_open.is_none_or(|o| i.is_open() == o))
-        .cloned()
-        .collect();
-    drop(engine);
-    out.reverse();
-    out.truncate(q.limit.unwrap_or(500));
-    Ok(Json(out))
+    Ok((
+        [("x-total-count", selected.total.to_string())],
+        Json(selected.page),
+    ))
 }
 
 pub async fn get_incident(
@@ -275,7 +258,15 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 /// The web UI: one self-contained page that reads the JSON API.
-pub async fn ui() -> impl IntoResponse {
+/// `GET /incidents/{id}`: the incident's page (root cause, candidates, a
+/// timeline, its entities and members), the page every message links to.
+/// The page reads the incident from the API, so an unknown id shows as
+/// such there.
+pub async fn incident_page() -> impl IntoResponse {
+    page(include_str!("ui/incident.html"))
+}
+
+fn page(html: &'static str) -> impl IntoResponse {
     (
         [
             (CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -284,6 +275,10 @@ pub async fn ui() -> impl IntoResponse {
                 "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
             ),
         ],
-        include_str!("ui/index.html"),
+        html,
     )
+}
+
+pub async fn ui() -> impl IntoResponse {
+    page(include_str!("ui/index.html"))
 }

@@ -4,6 +4,7 @@
 
 mod error;
 mod handlers;
+mod incident_query;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -189,6 +190,7 @@ pub fn router(state: Arc<AppState>, timeout: std::time::Duration) -> Router {
         .route("/api/v1/status", get(handlers::status))
         .route("/", get(handlers::ui))
         .route("/ui", get(handlers::ui))
+        .route("/incidents/{id}", get(handlers::incident_page))
         .route(
             "/api/v1/report",
             get(crate::analyze::service::report_handler),
