@@ -120,7 +120,7 @@ impl IncidentQuery {
             .filter(|(_, i)| words.iter().all(|w| mentions(i, w)))
             .collect();
         match sort {
-            Sort::Newest => out.sort_by(|a, b| b.0.cmp(&a.0)),
+            Sort::Newest => out.sort_by_key(|x| std::cmp::Reverse(x.0)),
             Sort::Severity => out.sort_by(|a, b| {
                 severity_rank(&b.1.severity)
                     .cmp(&severity_rank(&a.1.severity))
