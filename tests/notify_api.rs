@@ -103,6 +103,33 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
     assert_eq!(wait_for(1).await, ["n2"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(delivered_incidents(&hook), ["n2"], "n1 is silenced");
+    // The incident JSON says which silence holds it back, and the other's
+    // says none does.
+    let list: Vec<serde_json::Value> = client
+        .get(format!("{base}/api/v1/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let silenced: Vec<(String, serde_json::Value)> = list
+        .iter()
+        .map(|i| {
+            (
+                i["root_cause"]["entity"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                i["silenced_by"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        silenced.contains(&("n1".into(), serde_json::json!([id.clone()])))
+            && silenced.contains(&("n2".into(), serde_json::json!([]))),
+        "{silenced:?}"
+    );
 
     let (ok, out, err) = cli(&base, &["expire", &id]);
     assert!(ok, "{out}{err}");

@@ -296,6 +296,16 @@ async fn incidents_render_and_labels_cannot_inject_markup() {
         .await
         .unwrap();
     assert_eq!(st["acknowledged"], true, "{st}");
+    let inc: Value = http
+        .get(sc.url(&format!("/api/v1/incidents/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inc["acknowledged"], true, "{inc}");
+    assert_eq!(inc["silenced_by"], json!([]), "{inc}");
     if let Ok(path) = std::env::var("STORMCAST_UI_SCREENSHOT") {
         let png = wd.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD

@@ -173,6 +173,33 @@ pub async fn get_alert(
         .ok_or_else(|| ApiError::not_found(format!("no alert {fp}")))
 }
 
+/// An incident as the API reports it: the incident, and what on-call did
+/// about it.
+#[derive(Serialize)]
+pub struct IncidentView {
+    #[serde(flatten)]
+    incident: Incident,
+    /// Acknowledged: no repeats until it changes.
+    acknowledged: bool,
+    /// The active silences that hold back its messages.
+    silenced_by: Vec<String>,
+}
+
+impl IncidentView {
+    fn of(
+        incident: Incident,
+        engine: &crate::engine::Engine,
+        now: crate::domain::Timestamp,
+    ) -> Self {
+        let planner = engine.planner();
+        IncidentView {
+            acknowledged: planner.is_acked(&incident.id),
+            silenced_by: planner.silenced_by(&incident.id, now),
+            incident,
+        }
+    }
+}
+
 /// `GET /api/v1/incidents`: incidents filtered, searched, sorted and paged
 /// on the server ([`IncidentQuery`]); the `X-Total-Count` header says how
 /// many matched before paging.
@@ -180,25 +207,30 @@ pub async fn list_incidents(
     State(st): State<Arc<AppState>>,
     Query(q): Query<IncidentQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let selected = {
+    let now = st.clock.now();
+    let (total, page) = {
         let engine = st.engine.lock().expect("engine lock");
-        q.select(engine.incidents())?
+        let selected = q.select(engine.incidents())?;
+        let page: Vec<IncidentView> = selected
+            .page
+            .into_iter()
+            .map(|i| IncidentView::of(i, &engine, now))
+            .collect();
+        (selected.total, page)
     };
-    Ok((
-        [("x-total-count", selected.total.to_string())],
-        Json(selected.page),
-    ))
+    Ok(([("x-total-count", total.to_string())], Json(page)))
 }
 
 pub async fn get_incident(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Incident>, ApiError> {
+) -> Result<Json<IncidentView>, ApiError> {
+    let now = st.clock.now();
     let engine = st.engine.lock().expect("engine lock");
     engine
         .incident(&id)
         .cloned()
-        .map(Json)
+        .map(|i| Json(IncidentView::of(i, &engine, now)))
         .ok_or_else(|| ApiError::not_found(format!("no incident {id}")))
 }
 

@@ -416,6 +416,21 @@ impl Planner {
         self.acked.contains(id)
     }
 
+    /// The ids of the silences that hold back messages about incident `id`
+    /// at `now` (empty for an incident the planner does not track).
+    pub fn silenced_by(&self, id: &str, now: Timestamp) -> Vec<String> {
+        let Some(inc) = self.incidents.get(id) else {
+            return Vec::new();
+        };
+        self.silences
+            .iter()
+            .filter(|(s, ms)| {
+                s.starts_at <= now && now < s.ends_at && inc.sets.iter().any(|l| all_match(ms, l))
+            })
+            .map(|(s, _)| s.id.clone())
+            .collect()
+    }
+
     /// Adds or replaces a silence (by id).
     pub fn upsert_silence(&mut self, s: Silence) -> Result<(), SilenceError> {
         let ms = s.validate()?;
