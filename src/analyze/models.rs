@@ -333,7 +333,7 @@ mod tests {
         )
         .unwrap();
         let errs = load_models(dir.path(), true).unwrap_err().to_string();
-        let want = "b.yaml: models[1].colour: unknown field";
+        let want = "b.yaml:12: models[1].colour: unknown field";
         assert!(errs.contains(want), "{want:?} not in\n{errs}");
         // Fix the unknown key: the semantic errors are reported together.
         std::fs::write(

@@ -7,6 +7,7 @@
 mod duration;
 mod secret;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -51,20 +52,25 @@ pub struct Config {
     pub report_digest: Option<crate::analyze::digest::DigestConfig>,
 }
 
-/// One configuration problem, located by its key path (`sources[1].bearer_token`).
+/// One configuration problem, located by its key path (`sources[1].bearer_token`)
+/// and, where the file shows it, its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    /// The line (1-based) of the key in its file.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
         }
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        f.write_str(&self.message)
     }
 }
 
@@ -77,6 +83,16 @@ impl ConfigErrors {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
+            line: None,
+        });
+    }
+
+    /// Like [`push`](Self::push), at a known line.
+    fn push_at(&mut self, path: String, message: String, line: Option<usize>) {
+        self.0.push(ConfigError {
+            path,
+            message,
+            line,
         });
     }
 
@@ -92,13 +108,18 @@ impl ConfigErrors {
         self.0.extend(other.0);
     }
 
-    /// Prefixes every error with the file it came from.
+    /// Prefixes every error with the file it came from, and its line there
+    /// as compilers do (`config.yaml:12: sources[1].name: …`).
     pub fn in_file(mut self, file: &Path) -> Self {
         for e in &mut self.0 {
+            let at = match e.line.take() {
+                Some(l) => format!("{}:{l}", file.display()),
+                None => file.display().to_string(),
+            };
             e.path = if e.path.is_empty() {
-                file.display().to_string()
+                at
             } else {
-                format!("{}: {}", file.display(), e.path)
+                format!("{at}: {}", e.path)
             };
         }
         self
@@ -145,15 +166,32 @@ impl ValidateCtx {
 }
 
 /// Parses a YAML document into `T`, reporting every unknown key and the first
-/// type error with its key path (and line, where the parser knows it).
+/// type error with its key path and line.
 pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, ConfigErrors> {
+    match parse_yaml_partial::<T>(text, |_| None) {
+        (Some(v), errs) if errs.is_empty() => Ok(v),
+        (_, errs) => Err(errs),
+    }
+}
+
+/// Parses a YAML document into `T` as far as it goes: the value whenever the
+/// document has the right shape (unknown keys are reported, not fatal, so
+/// that the rest can still be checked), and every problem found, each at
+/// its key's own line. `known` gives the document as parsed back as JSON
+/// (`serde_json::to_value`), whose keys at an unknown key's parent are the
+/// names to suggest ("did you mean …?"); `|_| None` suggests nothing.
+pub fn parse_yaml_partial<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+    known: impl Fn(&T) -> Option<serde_json::Value>,
+) -> (Option<T>, ConfigErrors) {
     let mut errs = ConfigErrors::default();
     if text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
     {
-        return Ok(T::default());
+        return (Some(T::default()), errs);
     }
+    let lines = key_lines(text);
     let mut unknown = Vec::new();
     let de = serde_norway::Deserializer::from_str(text);
     let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(format_ignored_path(&p));
@@ -164,21 +202,148 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Resul
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let mut msg = inner.to_string();
-            if let Some(loc) = inner.location() {
-                msg = format!("line {}: {}", loc.line(), strip_location(&msg));
+            let mut msg = strip_location(&inner.to_string()).to_owned();
+            // The parser's message may repeat the key or an enclosing one;
+            // the path already says where.
+            let mut cut = path.len();
+            loop {
+                if let Some(rest) = msg.strip_prefix(&format!("{}: ", &path[..cut])) {
+                    msg = rest.to_owned();
+                    break;
+                }
+                match path[..cut].rfind('.') {
+                    Some(i) => cut = i,
+                    None => break,
+                }
             }
-            errs.push(if path == "." { String::new() } else { path }, msg);
+            let line = lines
+                .get(&path)
+                .copied()
+                .or_else(|| inner.location().map(|l| l.line()));
+            errs.push_at(if path == "." { String::new() } else { path }, msg, line);
             None
         }
     };
+    // A type error leaves no value: the defaults still name every section.
+    let fields = match &value {
+        Some(v) => known(v),
+        None => known(&T::default()),
+    };
     for key in unknown {
-        errs.push(key, "unknown field");
+        let mut msg = String::from("unknown field");
+        if let Some(near) = fields.as_ref().and_then(|f| nearest_field(f, &key)) {
+            msg = format!("{msg}, did you mean {near:?}?");
+        }
+        let line = lines.get(&key).copied();
+        errs.push_at(key, msg, line);
     }
-    match value {
-        Some(v) if errs.is_empty() => Ok(v),
-        _ => Err(errs),
+    (value, errs)
+}
+
+/// The known key nearest to the last part of the dotted `path`, among the
+/// keys the parsed document has at its parent: the closest by edit
+/// distance, when it is close enough to be a typo.
+fn nearest_field(doc: &serde_json::Value, path: &str) -> Option<String> {
+    let (parent, key) = match path.rfind('.') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let mut at = doc;
+    for part in parent.split('.').filter(|p| !p.is_empty()) {
+        let (name, indices) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        at = at.get(name)?;
+        for ix in indices.split('[').filter(|i| !i.is_empty()) {
+            at = at.get(ix.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
     }
+    at.as_object()?
+        .keys()
+        .map(|k| (strsim::damerau_levenshtein(k, key), k))
+        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 3).max(1))
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+/// The line (1-based) of every key of a block-style YAML document, by key
+/// path as the parser names it (`receivers[0].email_configs[1].to`). Keys
+/// inside flow collections (`{a: 1}`) and block scalars are not indexed.
+fn key_lines(text: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    // Open keys and sequence items, innermost last: (column, path). An
+    // item sits one column right of its dash, so its keys nest under it.
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut items: HashMap<String, usize> = HashMap::new();
+    let mut scalar_above: Option<usize> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        let mut col = raw.len() - trimmed.len();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if let Some(c) = scalar_above {
+            if col > c {
+                continue;
+            }
+            scalar_above = None;
+        }
+        if trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut rest = trimmed;
+        while let Some(after) = rest
+            .strip_prefix("- ")
+            .or_else(|| (rest == "-").then_some(""))
+        {
+            while stack.last().is_some_and(|(c, _)| *c > col) {
+                stack.pop();
+            }
+            let owner = stack.last().map_or(String::new(), |(_, p)| p.clone());
+            let ix = items.entry(owner.clone()).or_insert(0);
+            let path = format!("{owner}[{ix}]");
+            *ix += 1;
+            out.entry(path.clone()).or_insert(n + 1);
+            stack.push((col + 1, path));
+            let skipped = rest.len() - after.len();
+            let after_trim = after.trim_start();
+            col += skipped + (after.len() - after_trim.len());
+            rest = after_trim;
+        }
+        let Some((key, value)) = yaml_key(rest) else {
+            continue;
+        };
+        while stack.last().is_some_and(|(c, _)| *c >= col) {
+            stack.pop();
+        }
+        let path = match stack.last() {
+            Some((_, p)) => format!("{p}.{key}"),
+            None => key.to_owned(),
+        };
+        items.remove(&path);
+        out.entry(path.clone()).or_insert(n + 1);
+        let v = value.trim_start();
+        if v.starts_with('|') || v.starts_with('>') {
+            scalar_above = Some(col);
+        }
+        stack.push((col, path));
+    }
+    out
+}
+
+/// A block mapping line's key and what follows its colon.
+fn yaml_key(line: &str) -> Option<(&str, &str)> {
+    let (key, value) = if let Some(q) = line.strip_prefix('"').or_else(|| line.strip_prefix('\'')) {
+        let close = q.find(['"', '\''])?;
+        let after = q[close + 1..].strip_prefix(':')?;
+        (&q[..close], after)
+    } else {
+        let colon = line.find(':')?;
+        let key = &line[..colon];
+        if key.is_empty() || key.contains([' ', '{', '[', '#']) {
+            return None;
+        }
+        (key, &line[colon + 1..])
+    };
+    (value.is_empty() || value.starts_with([' ', '\t'])).then_some((key, value))
 }
 
 fn strip_location(msg: &str) -> &str {
@@ -283,6 +448,8 @@ pub fn load(
     path: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<(Config, ValidateCtx), ConfigErrors> {
+    let mut early = ConfigErrors::default();
+    let mut lines = HashMap::new();
     let (mut config, base_dir) = match path {
         None => (Config::default(), PathBuf::from(".")),
         Some(p) => {
@@ -291,7 +458,15 @@ pub fn load(
                 errs.push(String::new(), format!("cannot read {}: {e}", p.display()));
                 errs
             })?;
-            let config = parse_yaml::<Config>(&text).map_err(|e| e.in_file(p))?;
+            // Unknown keys do not stop the rest of the file from being
+            // checked: every problem is reported in one run.
+            let (config, parse_errs) =
+                parse_yaml_partial::<Config>(&text, |c| serde_json::to_value(c).ok());
+            let Some(config) = config else {
+                return Err(parse_errs.in_file(p));
+            };
+            early = parse_errs.in_file(p);
+            lines = key_lines(&text);
             let base = p
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
@@ -319,12 +494,16 @@ pub fn load(
         config.server.allow_unauthenticated = true;
     }
     let ctx = ValidateCtx { base_dir };
-    let errs = config.validate(&ctx);
+    let mut errs = config.validate(&ctx);
+    for e in &mut errs.0 {
+        e.line = e.line.or_else(|| lines.get(&e.path).copied());
+    }
     let errs = match path {
         Some(p) => errs.in_file(p),
         None => errs,
     };
-    errs.into_result((config, ctx))
+    early.extend(errs);
+    early.into_result((config, ctx))
 }
 
 #[cfg(test)]
@@ -364,9 +543,64 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_have_their_line_and_a_suggestion() {
+        let text = "server:\n  listen: \"127.0.0.1:9797\"\n  lisen: x\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: http://x\n        sendresolved: true\n";
+        let (value, errs) = parse_yaml_partial::<Config>(text, |c| serde_json::to_value(c).ok());
+        assert!(value.is_some(), "unknown keys leave the rest parsed");
+        let by_path: HashMap<&str, (&str, Option<usize>)> = errs
+            .0
+            .iter()
+            .map(|e| (e.path.as_str(), (e.message.as_str(), e.line)))
+            .collect();
+        assert_eq!(
+            by_path["server.lisen"],
+            ("unknown field, did you mean \"listen\"?", Some(3))
+        );
+        assert_eq!(
+            by_path["receivers[0].webhook_configs[0].sendresolved"],
+            ("unknown field, did you mean \"send_resolved\"?", Some(8))
+        );
+        let shown = errs.in_file(Path::new("c.yaml")).to_string();
+        assert!(
+            shown.contains("c.yaml:3: server.lisen: unknown field"),
+            "{shown}"
+        );
+        // Nothing near enough to suggest.
+        let (_, errs) =
+            parse_yaml_partial::<Config>("zzzzzz: 1\n", |c| serde_json::to_value(c).ok());
+        assert_eq!(
+            (errs.0[0].message.as_str(), errs.0[0].line),
+            ("unknown field", Some(1))
+        );
+    }
+
+    #[test]
+    fn key_lines_follow_block_mappings_and_sequences() {
+        let text = "a:\n  b: 1\n  c: |\n    d: not a key\n  e:\n  - f: 2\n    g: 3\n  - f: 4\n# h: 5\ni: [1, 2]\n\"j k\": 6\n";
+        let l = key_lines(text);
+        let want = [
+            ("a", 1),
+            ("a.b", 2),
+            ("a.c", 3),
+            ("a.e", 5),
+            ("a.e[0]", 6),
+            ("a.e[0].f", 6),
+            ("a.e[1]", 8),
+            ("a.e[0].g", 7),
+            ("a.e[1].f", 8),
+            ("i", 10),
+            ("j k", 11),
+        ];
+        for (path, line) in want {
+            assert_eq!(l.get(path), Some(&line), "{path}: {l:?}");
+        }
+        assert_eq!(l.len(), want.len(), "{l:?}");
+    }
+
+    #[test]
     fn type_errors_name_the_key_and_line() {
         let errs = parse_yaml::<Config>("server:\n  max_body_bytes: lots\n").unwrap_err();
         assert_eq!(errs.0[0].path, "server.max_body_bytes");
-        assert!(errs.0[0].message.starts_with("line 2"), "{errs}");
+        assert_eq!(errs.0[0].line, Some(2), "{errs}");
     }
 }
