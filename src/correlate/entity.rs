@@ -11,7 +11,7 @@
 
 use crate::domain::{Entity, EntityKind, Labels};
 
-use super::rules::{AboutKind, CauseKind, Rules};
+use super::rules::{AboutKind, AppRef, CauseKind, Rules};
 use super::topology::{workload_from_pod_name, Topology};
 
 /// Scrape jobs whose targets are the cluster's nodes.
@@ -169,6 +169,9 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     let is_scrape = name == "TargetDown" || about == AboutKind::NodeScrape;
     let mut app: Option<Node> = None;
     let mut service: Option<(&str, &str)> = None;
+    // What the Service backed by a pod's workload depends on, when the
+    // pod's alert is a symptom of its dependencies.
+    let mut pod_deps: Vec<AppRef> = Vec::new();
     if about == AboutKind::ControlPlane {
         out.primary = simple(EntityKind::ControlPlane, cluster, None, "control-plane");
     } else if about == AboutKind::Cluster {
@@ -223,6 +226,10 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             let a = app_entity(cluster, ns, o.kind, &o.name);
             out.owner = Some(a.key.clone());
             out.logical.push(a);
+            let probes = rule.is_some_and(|r| r.symptom_of(CauseKind::Dependency));
+            if probes {
+                pod_deps = rules.workload_depends_on(cluster, ns, &o.name);
+            }
         }
     } else if let Some(node) = node_label {
         out.primary = node_entity(cluster, node);
@@ -298,6 +305,18 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             out.logical.clear();
             out.owner = None;
         }
+    }
+    // A pod's alert raised by a probe that checks a dependency (readiness,
+    // liveness): after its workload, what the Service that workload backs
+    // depends on, as for the service's own alerts (workloads before
+    // services, nearest first). A dependency that is down takes its
+    // callers' pods out of their Services' endpoints.
+    for (c, n, w) in &pod_deps {
+        out.logical
+            .push(app_entity(c, n, EntityKind::Deployment, w));
+    }
+    for (c, n, w) in &pod_deps {
+        out.logical.push(simple(EntityKind::Service, c, Some(n), w));
     }
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod

@@ -17,6 +17,16 @@
 //!    through its workload otherwise, so that two node failures do not merge
 //!    through a Deployment spread over both. Scrape-job aggregates over nodes
 //!    (`TargetDown{job="node-exporter"}`) attach to one failing node.
+//!    A pod's alert whose rule lists `dependency` in `symptom_of` (a
+//!    readiness probe that checks what its Service calls) also has, after
+//!    its workload, the dependencies of the Service that workload backs
+//!    (workloads before services, nearest first, as for the service's own
+//!    alerts): a caller's pod NotReady joins the dependency that is down,
+//!    through the dependency's own failure rather than another caller's
+//!    symptom. A pod on a failing node still goes with its node; one that
+//!    joined a dependency first leaves for its node's incident when the
+//!    node turns out to fail with it, as it would have had the node's alert
+//!    come first.
 //! 3. A link needs compatible onsets, because a cause and its symptoms begin
 //!    together. An alert's onset is its `startsAt` minus its rule's `for`
 //!    (Prometheus stamps `startsAt` when the alert fires): a symptom of a failing node or zone began at most 5 minutes
@@ -237,6 +247,15 @@ struct Slot {
     /// failing nodes; for a workload alert mirroring failing nodes, the pod
     /// it hangs from, which a pod that failed closer to it replaces.
     via: Option<usize>,
+    /// For a pod's alert that joined through a failing dependency of its
+    /// workload's Service (a probe that checks it): the dependency's alert
+    /// it joined. Its node failing with it takes it, as had the node's
+    /// alert come first.
+    dep_via: Option<usize>,
+    /// Joined through a failing dependency rather than its own workload or
+    /// service: a symptom of what it calls, which explains no pod's
+    /// readiness (the pod joins the dependency that is down itself).
+    through_dep: bool,
     /// A stormcast prediction rather than a received alert.
     predictive: bool,
     /// How long this alert stayed quiet before it last came back, when it
@@ -523,6 +542,7 @@ impl Correlator {
                 e.inferred
                     .filter(|f| self.slot_data[*f].alive && !self.slot_data[*f].infra_mode),
             )
+            .filter(|f| self.probe_cause(s, k, *f))
             .filter(|f| {
                 if caller {
                     self.explains(*f, s)
@@ -531,6 +551,24 @@ impl Correlator {
                 }
             })
             .min_by_key(|f| gap(*f))
+    }
+
+    /// Whether alert `f`, standing for failing logical parent `k`, can be a
+    /// cause of `s` as far as dependencies go: a pod's readiness joins a
+    /// dependency through the dependency's own failure, not through another
+    /// caller's symptom of something further down (an error rate that
+    /// joined what it calls); what is down further down is among the pod's
+    /// dependencies too.
+    fn probe_cause(&self, s: usize, k: Key, f: usize) -> bool {
+        self.dep_via(s, k, f).is_none() || !self.slot_data[f].through_dep
+    }
+
+    /// Whether `s`, linked to failing logical parent `k`, joined through a
+    /// dependency: `k` is neither the alert's own entity nor its first
+    /// logical parent (a pod's workload, the workload backing a service).
+    fn through_dep(&self, s: usize, k: Key) -> bool {
+        let sd = &self.slot_data[s];
+        sd.primary != k && sd.logical.first().is_some_and(|own| *own != k)
     }
 
     /// Whether workload `w` is failing on its own: it failed near `s` (an
@@ -664,6 +702,8 @@ impl Correlator {
             attached_infra: false,
             logical_linked: false,
             via: None,
+            dep_via: None,
+            through_dep: false,
             predictive: alert.source == crate::analyze::PREDICTIVE_SOURCE,
             flap_hold: chrono::Duration::zero(),
             weight: r.weight,
@@ -801,6 +841,22 @@ impl Correlator {
                     {
                         continue;
                     }
+                    // A pod that joined a failing dependency its probes
+                    // check goes with its node failing with it, as it would
+                    // have had the node's alert come first: it leaves the
+                    // dependency's incident (with what joined through it)
+                    // rather than bridging the two; still joined to it
+                    // another way, it stays there.
+                    if let Some(f) = self.slot_data[t].dep_via {
+                        if tr == self.find(f)
+                            && tr != self.find(rep)
+                            && !self.relink(t, f, Some(rep), now, touched)
+                        {
+                            continue;
+                        }
+                        self.slot_data[t].dep_via = None;
+                        self.slot_data[t].via = None;
+                    }
                     self.slot_data[t].infra_mode = true;
                     let was_logical = self.slot_data[t].logical_linked;
                     self.union(rep, t, now, touched);
@@ -838,13 +894,15 @@ impl Correlator {
                     continue;
                 }
                 let own = td.owner == Some(k);
+                // Only its own pods can show that it mirrors failing nodes:
+                // a caller's pod down with its node says nothing about it.
                 if td.infra_mode {
-                    if fallback.is_none_or(|(g, _)| gap < g) {
+                    if own && fallback.is_none_or(|(g, _)| gap < g) {
                         fallback = Some((gap, t));
                     }
                 } else {
                     own_elsewhere |= own;
-                    if !td.logical_linked {
+                    if !td.logical_linked && self.probe_cause(t, k, rep) {
                         pull.push(t);
                     }
                 }
@@ -864,6 +922,8 @@ impl Correlator {
                     for t in pull {
                         self.slot_data[t].logical_linked = true;
                         self.slot_data[t].via = self.caller_via(t, k, rep);
+                        self.slot_data[t].dep_via = self.dep_via(t, k, rep);
+                        self.slot_data[t].through_dep = self.through_dep(t, k);
                         self.union(rep, t, now, touched);
                     }
                 }
@@ -940,11 +1000,29 @@ impl Correlator {
             .filter(|t| self.slot_data[*t].via == Some(f))
             .collect();
         for t in callers {
+            // A pod that joined through a dependency goes with its node
+            // when that fails with it, as it would have at first.
+            let node = self.slot_data[t]
+                .dep_via
+                .and_then(|_| self.slot_data[t].infra.first().copied())
+                .and_then(|n| self.failing_near(n, t, now));
+            if let Some(r) = node {
+                if self.relink(t, f, Some(r), now, touched) {
+                    let td = &mut self.slot_data[t];
+                    td.infra_mode = true;
+                    td.via = None;
+                    td.dep_via = None;
+                    td.through_dep = false;
+                }
+                continue;
+            }
             // What explains it instead, if anything fails near it now.
             let to = self.logical_cause(t, now);
             if self.relink(t, f, to.map(|(_, r)| r), now, touched) {
                 self.slot_data[t].logical_linked = to.is_some();
                 self.slot_data[t].via = to.and_then(|(k, r)| self.caller_via(t, k, r));
+                self.slot_data[t].dep_via = to.and_then(|(k, r)| self.dep_via(t, k, r));
+                self.slot_data[t].through_dep = to.is_some_and(|(k, _)| self.through_dep(t, k));
             }
         }
     }
@@ -966,8 +1044,19 @@ impl Correlator {
         if let Some((k, r)) = self.logical_cause(s, now) {
             self.slot_data[s].logical_linked = true;
             self.slot_data[s].via = self.caller_via(s, k, r);
+            self.slot_data[s].dep_via = self.dep_via(s, k, r);
+            self.slot_data[s].through_dep = self.through_dep(s, k);
             self.union(s, r, now, touched);
         }
+    }
+
+    /// `dep_via` for alert `s` linked to alert `r`, which stands for failing
+    /// logical parent `k`: `r` when `s` is a pod's alert and `k` is not its
+    /// workload (a dependency its probes check).
+    fn dep_via(&self, s: usize, k: Key, r: usize) -> Option<usize> {
+        let sd = &self.slot_data[s];
+        let pod = self.ents[sd.primary as usize].entity.kind == EntityKind::Pod;
+        (pod && sd.owner.is_some_and(|o| o != k)).then_some(r)
     }
 
     /// Whether `s` is a caller's alert: about a service (its error rate,
@@ -1039,6 +1128,7 @@ impl Correlator {
         for c in callers {
             if self.find(c) != self.find(t) {
                 self.slot_data[c].logical_linked = true;
+                self.slot_data[c].through_dep = self.through_dep(c, w);
                 self.union(t, c, now, touched);
             }
         }
@@ -1367,10 +1457,11 @@ impl Correlator {
             let down = d
                 .logical
                 .iter()
-                .filter_map(|k| self.pod_down_with_node(*k, s, now))
-                .min_by_key(|t| self.onset_gap(*t, s));
-            if let Some(t) = down {
+                .filter_map(|k| Some((*k, self.pod_down_with_node(*k, s, now)?)))
+                .min_by_key(|(_, t)| self.onset_gap(*t, s));
+            if let Some((k, t)) = down {
                 self.slot_data[s].logical_linked = true;
+                self.slot_data[s].through_dep = self.through_dep(s, k);
                 self.union(s, t, now, touched);
             }
         }

@@ -60,10 +60,16 @@ pub struct AlertRule {
     pub links: bool,
     /// What the alert can be a symptom of, when not everything its entity
     /// hangs off: `node` (its node and zone failing), `workload` (its
-    /// workload or a service it depends on failing). An image that fails to
-    /// pull (`KubeContainerWaiting`) is its workload's problem, never its
-    /// node's: a node that is down does not report new container states.
-    /// Default: both.
+    /// workload or a service it depends on failing), `dependency` (for a
+    /// pod's alert: what the Service its workload backs depends on). An
+    /// image that fails to pull (`KubeContainerWaiting`) is its workload's
+    /// problem, never its node's: a node that is down does not report new
+    /// container states. A pod's readiness probe that checks a dependency
+    /// fails while the dependency is down (a `KubePodNotReady` rule listing
+    /// `dependency`, where probes do); liveness probes should not check
+    /// dependencies, so a crash loop does not. Default: `node` and
+    /// `workload`; a pod's alert is its dependencies' symptom only when its
+    /// rule lists `dependency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symptom_of: Option<Vec<CauseKind>>,
     /// Values of the alert's `reason` label that make it a symptom of its
@@ -91,12 +97,18 @@ pub enum CauseKind {
     Node,
     /// Its workload, and the services that workload depends on.
     Workload,
+    /// For a pod's alert: the services the Service backed by its workload
+    /// depends on (readiness probes that check them). Only when listed.
+    Dependency,
 }
 
 impl AlertRule {
     /// Whether the alert can be a symptom of a cause of `kind`.
     pub fn symptom_of(&self, kind: CauseKind) -> bool {
-        self.symptom_of.as_ref().is_none_or(|k| k.contains(&kind))
+        match &self.symptom_of {
+            Some(k) => k.contains(&kind),
+            None => kind != CauseKind::Dependency,
+        }
     }
 }
 
@@ -175,6 +187,9 @@ pub struct Rules {
     alerts: HashMap<String, AlertRule>,
     /// (namespace, name) → entries (cluster-specific or fleet-wide).
     services: HashMap<(String, String), Vec<ServiceRule>>,
+    /// (namespace, workload) → services declared with that `workload`
+    /// under another name.
+    backed_by: HashMap<(String, String), Vec<String>>,
     /// Learned cause scores (empty: ranking uses rules and topology only).
     pub learned: Learned,
     /// Files the rules came from, for logs.
@@ -200,6 +215,7 @@ impl Rules {
             storm_min_per_minute: 10,
             alerts: HashMap::new(),
             services: HashMap::new(),
+            backed_by: HashMap::new(),
             learned: Learned::default(),
             files: Vec::new(),
         }
@@ -224,6 +240,15 @@ impl Rules {
             self.alerts.insert(a.alert.clone(), a);
         }
         for s in f.services {
+            if let Some(w) = s.workload.as_ref().filter(|w| **w != s.name) {
+                let names = self
+                    .backed_by
+                    .entry((s.namespace.clone(), w.clone()))
+                    .or_default();
+                if !names.contains(&s.name) {
+                    names.push(s.name.clone());
+                }
+            }
             self.services
                 .entry((s.namespace.clone(), s.name.clone()))
                 .or_default()
@@ -300,6 +325,32 @@ impl Rules {
                 break;
             }
             frontier = next;
+        }
+        out
+    }
+
+    /// What the services backed by workload `workload` depend on,
+    /// transitively (nearest first, as [`depends_on_transitive`]): the
+    /// service of the same name unless it is declared with another
+    /// workload, and services declared with `workload: <workload>`.
+    ///
+    /// [`depends_on_transitive`]: Self::depends_on_transitive
+    pub fn workload_depends_on(&self, cluster: &str, ns: &str, workload: &str) -> Vec<AppRef> {
+        let others = self
+            .backed_by
+            .get(&(ns.to_owned(), workload.to_owned()))
+            .map_or(&[][..], Vec::as_slice);
+        let mut out: Vec<AppRef> = Vec::new();
+        for svc in std::iter::once(workload).chain(others.iter().map(String::as_str)) {
+            if self.backing_workload(cluster, ns, svc) != workload {
+                continue;
+            }
+            for d in self.depends_on_transitive(cluster, ns, svc) {
+                let own = d.0 == cluster && d.1 == ns && d.2 == workload;
+                if !own && !out.contains(&d) {
+                    out.push(d);
+                }
+            }
         }
         out
     }

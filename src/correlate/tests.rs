@@ -1025,3 +1025,102 @@ proptest::proptest! {
         }
     }
 }
+
+/// The test topology, with the Service backed by `shop/web` depending on
+/// `shop/db`, and readiness probes that check dependencies.
+fn web_on_db() -> Correlator {
+    let mut rules = Rules::default();
+    rules.add(
+        rules::parse_rules(
+            "alerts:\n  - {alert: KubePodNotReady, weight: 15, symptom_of: [node, workload, dependency], for: 15m}\nservices:\n  - name: web\n    namespace: shop\n    depends_on:\n      - name: db\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+    c.set_topology(topo());
+    c
+}
+
+/// The `shop/db` service's own alert: the database is down.
+fn db_down(at: i64) -> AlertState {
+    alert(
+        "c1",
+        &[
+            ("alertname", "DatabaseDown"),
+            ("namespace", "shop"),
+            ("service", "db"),
+        ],
+        at,
+    )
+}
+
+#[test]
+fn a_callers_pod_not_ready_joins_the_dependency_that_is_down() {
+    // The database fails at 0; a web pod's readiness probe, which checks
+    // it, fails 20 s later and KubePodNotReady fires 15 minutes after that.
+    let mut c = web_on_db();
+    let db = db_down(0);
+    feed(&mut c, &db);
+    let p = arriving(pod("web-5d8f7c9b4-aaaaa", 920), 950);
+    feed(&mut c, &p);
+    assert_eq!(c.open_count(), 1);
+    let inc = open_incident_of(&c, &p);
+    assert!(inc.alerts.iter().any(|m| m.fingerprint == db.id));
+    assert_eq!(inc.root_cause.entity.name, "db");
+    c.check_consistency().unwrap();
+
+    // A crash loop is not a readiness probe: it is no symptom of the
+    // database (liveness probes do not check dependencies).
+    let crash = arriving(
+        alert(
+            "c1",
+            &[
+                ("alertname", "KubePodCrashLooping"),
+                ("namespace", "shop"),
+                ("pod", "web-5d8f7c9b4-bbbbb"),
+            ],
+            925,
+        ),
+        950,
+    );
+    feed(&mut c, &crash);
+    assert!(!open_incident_of(&c, &crash)
+        .alerts
+        .iter()
+        .any(|m| m.fingerprint == db.id));
+}
+
+#[test]
+fn a_callers_pod_on_a_failing_node_stays_with_its_node() {
+    for node_first in [true, false] {
+        let mut c = web_on_db();
+        let db = db_down(0);
+        feed(&mut c, &db);
+        let n1 = arriving(node("n1", 910), 960);
+        let p = arriving(pod("web-5d8f7c9b4-aaaaa", 920), 950);
+        if node_first {
+            feed(&mut c, &arriving(n1.clone(), 940));
+            feed(&mut c, &p);
+        } else {
+            // The pod joined the database first; its node failing with it
+            // takes it, as had the node's alert come first.
+            feed(&mut c, &p);
+            assert!(open_incident_of(&c, &p)
+                .alerts
+                .iter()
+                .any(|m| m.fingerprint == db.id));
+            feed(&mut c, &n1);
+        }
+        let inc = open_incident_of(&c, &p);
+        assert!(
+            inc.alerts.iter().any(|m| m.fingerprint == n1.id),
+            "node first: {node_first}"
+        );
+        assert!(
+            !inc.alerts.iter().any(|m| m.fingerprint == db.id),
+            "node first: {node_first}"
+        );
+        assert_eq!(c.open_count(), 2);
+        c.check_consistency().unwrap();
+    }
+}
