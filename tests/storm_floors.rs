@@ -25,15 +25,15 @@ fn check(name: &str, min_f1: f64, max_messages: f64) {
 
 #[test]
 fn independent_storm_over_four_clusters() {
-    check("independent-4-clusters", 0.96, 1.45);
+    check("independent-4-clusters", 0.98, 1.40);
 }
 
 #[test]
 fn independent_storm_over_six_clusters() {
-    check("independent-6-clusters", 0.97, 1.67);
+    check("independent-6-clusters", 0.97, 1.63);
 }
 
 #[test]
 fn independent_storm_over_twelve_clusters() {
-    check("independent-12-clusters", 0.85, 1.62);
+    check("independent-12-clusters", 0.93, 1.55);
 }
