@@ -91,7 +91,7 @@ fn a_bad_rule_file_is_refused_with_file_line_and_reason() {
     };
     let errs = app::load(None, &overrides).unwrap_err().to_string();
     assert!(errs.contains("bad-about.yaml"), "{errs}");
-    assert!(errs.contains("line 3"), "{errs}");
+    assert!(errs.contains("bad-about.yaml:3: alerts[0].about"), "{errs}");
     assert!(errs.contains("unknown variant `planet`"), "{errs}");
 }
 
