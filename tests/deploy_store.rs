@@ -542,7 +542,19 @@ fn version_0_store_that_does_not_decode_is_refused_not_stamped() {
         matches!(err, StoreError::Corrupt { tree: "alerts", .. }),
         "{err}"
     );
-    let db = sled::open(&path).unwrap();
+    // sled's flusher thread lets go of the file lock a moment after the
+    // refused store is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(&path) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("the refused store still holds its lock: {e}"),
+        }
+    };
     assert!(db
         .open_tree("meta")
         .unwrap()
