@@ -105,15 +105,10 @@ async fn silence_cli_holds_back_matching_incidents_until_expired() {
     assert_eq!(delivered_incidents(&hook), ["n2"], "n1 is silenced");
     // The incident JSON says which silence holds it back, and the other's
     // says none does.
-    let list: Vec<serde_json::Value> = client
-        .get(format!("{base}/api/v1/incidents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = common::get_json(&client, &format!("{base}/api/v1/incidents")).await;
     let silenced: Vec<(String, serde_json::Value)> = list
+        .as_array()
+        .unwrap()
         .iter()
         .map(|i| {
             (

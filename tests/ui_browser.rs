@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{alert, webhook, Server};
+use common::{alert, get_json, webhook, Server};
 use serde_json::{json, Value};
 
 struct Proc(Child);
@@ -287,23 +287,9 @@ async fn incidents_render_and_labels_cannot_inject_markup() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let id = href.rsplit('/').next().unwrap();
-    let st: Value = http
-        .get(sc.url(&format!("/api/v1/incidents/{id}/ack")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = get_json(&http, &sc.url(&format!("/api/v1/incidents/{id}/ack"))).await;
     assert_eq!(st["acknowledged"], true, "{st}");
-    let inc: Value = http
-        .get(sc.url(&format!("/api/v1/incidents/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inc = get_json(&http, &sc.url(&format!("/api/v1/incidents/{id}"))).await;
     assert_eq!(inc["acknowledged"], true, "{inc}");
     assert_eq!(inc["silenced_by"], json!([]), "{inc}");
     if let Ok(path) = std::env::var("STORMCAST_UI_SCREENSHOT") {

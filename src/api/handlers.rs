@@ -289,7 +289,6 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// The web UI: one self-contained page that reads the JSON API.
 /// `GET /incidents/{id}`: the incident's page (root cause, candidates, a
 /// timeline, its entities and members), the page every message links to.
 /// The page reads the incident from the API, so an unknown id shows as
@@ -298,6 +297,7 @@ pub async fn incident_page() -> impl IntoResponse {
     page(include_str!("ui/incident.html"))
 }
 
+/// An embedded page, allowed to load nothing but itself and this API.
 fn page(html: &'static str) -> impl IntoResponse {
     (
         [
@@ -311,6 +311,7 @@ fn page(html: &'static str) -> impl IntoResponse {
     )
 }
 
+/// The web UI: one self-contained page that reads the JSON API.
 pub async fn ui() -> impl IntoResponse {
     page(include_str!("ui/index.html"))
 }

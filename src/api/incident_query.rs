@@ -117,7 +117,7 @@ impl IncidentQuery {
                     .is_none_or(|n| member_has(i, "alertname", n))
             })
             .filter(|(_, i)| severity.as_deref().is_none_or(|s| i.severity == s))
-            .filter(|(_, i)| words.iter().all(|w| mentions(i, w)))
+            .filter(|(_, i)| mentions_all(i, &words))
             .collect();
         match sort {
             Sort::Newest => out.sort_by_key(|x| std::cmp::Reverse(x.0)),
@@ -146,17 +146,22 @@ fn bad(field: &str, why: String) -> ApiError {
     e
 }
 
-/// Whether the lower-case `word` appears in the incident's id, root cause,
-/// its entity or any member's label value.
-fn mentions(i: &Incident, word: &str) -> bool {
-    let has = |s: &str| s.to_lowercase().contains(word);
+/// Whether every lower-case word appears in the incident's id, root cause,
+/// its entity or a member's label value (lower-cased once per incident).
+fn mentions_all(i: &Incident, words: &[String]) -> bool {
+    if words.is_empty() {
+        return true;
+    }
     let rc = &i.root_cause;
-    has(&i.id)
-        || has(&rc.explanation)
-        || has(&rc.entity.name)
-        || i.alerts
-            .iter()
-            .any(|a| a.labels.iter().any(|(_, v)| has(v)))
+    let mut hay = format!("{}\n{}\n{}", i.id, rc.explanation, rc.entity.name);
+    for a in &i.alerts {
+        for (_, v) in a.labels.iter() {
+            hay.push('\n');
+            hay.push_str(v);
+        }
+    }
+    let hay = hay.to_lowercase();
+    words.iter().all(|w| hay.contains(w.as_str()))
 }
 
 #[cfg(test)]

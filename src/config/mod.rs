@@ -225,9 +225,14 @@ pub fn parse_yaml_partial<T: serde::de::DeserializeOwned + Default>(
         }
     };
     // A type error leaves no value: the defaults still name every section.
-    let fields = match &value {
-        Some(v) => known(v),
-        None => known(&T::default()),
+    // Only a document with unknown keys needs the known ones.
+    let fields = if unknown.is_empty() {
+        None
+    } else {
+        match &value {
+            Some(v) => known(v),
+            None => known(&T::default()),
+        }
     };
     for key in unknown {
         let mut msg = String::from("unknown field");

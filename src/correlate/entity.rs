@@ -226,8 +226,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             let a = app_entity(cluster, ns, o.kind, &o.name);
             out.owner = Some(a.key.clone());
             out.logical.push(a);
-            let probes = rule.is_some_and(|r| r.symptom_of(CauseKind::Dependency));
-            if probes {
+            if rule.is_some_and(|r| r.symptom_of(CauseKind::Dependency)) {
                 pod_deps = rules.workload_depends_on(cluster, ns, &o.name);
             }
         }
@@ -281,14 +280,10 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             EntityKind::Deployment,
             rules.backing_workload(cluster, ns, svc),
         ));
-        let deps = rules.depends_on_transitive(cluster, ns, svc);
-        for (c, n, w) in &deps {
-            out.logical
-                .push(app_entity(c, n, EntityKind::Deployment, w));
-        }
-        for (c, n, w) in &deps {
-            out.logical.push(simple(EntityKind::Service, c, Some(n), w));
-        }
+        push_dependencies(
+            &mut out.logical,
+            &rules.depends_on_transitive(cluster, ns, svc),
+        );
     }
     let _ = app;
     // Causes the rules rule out (`symptom_of`): not a parent at all.
@@ -306,18 +301,11 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             out.owner = None;
         }
     }
-    // A pod's alert raised by a probe that checks a dependency (readiness,
-    // liveness): after its workload, what the Service that workload backs
-    // depends on, as for the service's own alerts (workloads before
-    // services, nearest first). A dependency that is down takes its
+    // A pod's alert raised by a readiness probe that checks a dependency:
+    // after its workload, what the Service that workload backs depends on,
+    // as for the service's own alerts. A dependency that is down takes its
     // callers' pods out of their Services' endpoints.
-    for (c, n, w) in &pod_deps {
-        out.logical
-            .push(app_entity(c, n, EntityKind::Deployment, w));
-    }
-    for (c, n, w) in &pod_deps {
-        out.logical.push(simple(EntityKind::Service, c, Some(n), w));
-    }
+    push_dependencies(&mut out.logical, &pod_deps);
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod
         && (out.node_while_failing || rule.is_none_or(|r| r.symptom_of(CauseKind::Node)))
@@ -329,6 +317,18 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         }
     }
     out
+}
+
+/// Appends dependencies as logical parents: their workloads before their
+/// services, each nearest first, so that linking picks the nearest failing
+/// workload and one alert never bridges two unrelated failures.
+fn push_dependencies(logical: &mut Vec<Node>, deps: &[AppRef]) {
+    for (c, n, w) in deps {
+        logical.push(app_entity(c, n, EntityKind::Deployment, w));
+    }
+    for (c, n, w) in deps {
+        logical.push(simple(EntityKind::Service, c, Some(n), w));
+    }
 }
 
 #[cfg(test)]

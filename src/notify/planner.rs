@@ -386,15 +386,22 @@ impl Planner {
         out
     }
 
-    fn silenced_until(&self, inc: &Subject, now: Timestamp) -> Option<Timestamp> {
-        let sets = &inc.sets;
+    /// The silences active at `now` that match the incident `inc`.
+    fn silences_on<'a>(
+        &'a self,
+        inc: &'a Subject,
+        now: Timestamp,
+    ) -> impl Iterator<Item = &'a Silence> + 'a {
         self.silences
             .iter()
-            .filter(|(s, ms)| {
-                s.starts_at <= now && now < s.ends_at && sets.iter().any(|l| all_match(ms, l))
+            .filter(move |(s, ms)| {
+                s.starts_at <= now && now < s.ends_at && inc.sets.iter().any(|l| all_match(ms, l))
             })
-            .map(|(s, _)| s.ends_at)
-            .max()
+            .map(|(s, _)| s)
+    }
+
+    fn silenced_until(&self, inc: &Subject, now: Timestamp) -> Option<Timestamp> {
+        self.silences_on(inc, now).map(|s| s.ends_at).max()
     }
 
     /// Acknowledges an incident: no repeats until it changes. Returns false
@@ -419,16 +426,9 @@ impl Planner {
     /// The ids of the silences that hold back messages about incident `id`
     /// at `now` (empty for an incident the planner does not track).
     pub fn silenced_by(&self, id: &str, now: Timestamp) -> Vec<String> {
-        let Some(inc) = self.incidents.get(id) else {
-            return Vec::new();
-        };
-        self.silences
-            .iter()
-            .filter(|(s, ms)| {
-                s.starts_at <= now && now < s.ends_at && inc.sets.iter().any(|l| all_match(ms, l))
-            })
-            .map(|(s, _)| s.id.clone())
-            .collect()
+        self.incidents.get(id).map_or_else(Vec::new, |inc| {
+            self.silences_on(inc, now).map(|s| s.id.clone()).collect()
+        })
     }
 
     /// Adds or replaces a silence (by id).
