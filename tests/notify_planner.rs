@@ -384,3 +384,72 @@ fn a_service_named_again_as_its_workload_is_no_update() {
         vec![(30, MessageKind::First), (900, MessageKind::Update)]
     );
 }
+
+fn info_incident() -> Incident {
+    incident(
+        "inc-1",
+        t("2026-11-23T03:00:00Z"),
+        &[
+            ("alertname", "CPUThrottlingHigh"),
+            ("namespace", "shop"),
+            ("severity", "info"),
+        ],
+        &["prod-1"],
+    )
+}
+
+#[test]
+fn info_alone_sends_nothing_until_a_louder_alert_joins() {
+    let mut p = planner(CFG);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = info_incident();
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    run_until(&mut p, t0 + Duration::minutes(30), &mut out);
+    assert!(out.is_empty(), "info alone is quiet: {out:?}");
+    assert_eq!(p.next_deadline(), None, "no timer runs for it");
+
+    // A warning joins ten minutes in: the first message goes out at once,
+    // since its group_wait is long over, and carries the new severity.
+    inc.severity = "warning".into();
+    out.extend(p.plan(
+        &updated("inc-1", Change::Severity),
+        &inc,
+        t0 + Duration::minutes(10),
+    ));
+    assert_eq!(kinds(&out), vec![(600, MessageKind::First)]);
+    assert_eq!(out[0].seq, 0);
+}
+
+#[test]
+fn a_quiet_incident_that_resolves_sends_no_resolved_message() {
+    let mut p = planner(CFG);
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut inc = info_incident();
+    let mut out = p.plan(&opened("inc-1"), &inc, t0);
+    run_until(&mut p, t0 + Duration::minutes(20), &mut out);
+    inc.resolved_at = Some(t0 + Duration::minutes(20));
+    out.extend(p.plan(
+        &IncidentEvent::Resolved { id: "inc-1".into() },
+        &inc,
+        t0 + Duration::minutes(20),
+    ));
+    run_until(&mut p, t0 + Duration::hours(5), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn quiet_severities_can_be_emptied_to_hear_of_every_incident() {
+    let mut p = planner(&format!("{CFG}notify: {{quiet_severities: []}}\n"));
+    let t0 = t("2026-11-23T03:00:00Z");
+    let mut out = p.plan(&opened("inc-1"), &info_incident(), t0);
+    run_until(&mut p, t0 + Duration::minutes(5), &mut out);
+    assert_eq!(kinds(&out), vec![(30, MessageKind::First)]);
+
+    // And any severity can be made quiet.
+    let mut p = planner(&format!(
+        "{CFG}notify: {{quiet_severities: [info, warning]}}\n"
+    ));
+    let mut out = p.plan(&opened("inc-1"), &inc(), t0);
+    run_until(&mut p, t0 + Duration::minutes(5), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}

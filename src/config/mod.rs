@@ -40,6 +40,8 @@ pub struct Config {
     pub topology: crate::correlate::TopologyConfig,
     /// The routing tree, in Alertmanager's syntax.
     pub route: Option<crate::notify::RouteConfig>,
+    /// What is worth a message at all.
+    pub notify: crate::notify::NotifyConfig,
     /// Notification receivers.
     pub receivers: Vec<crate::notify::ReceiverConfig>,
     /// Named time intervals for `mute_time_intervals` / `active_time_intervals`.

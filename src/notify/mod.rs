@@ -53,6 +53,27 @@ pub struct ReceiverConfig {
     pub webhook_configs: Vec<webhook::WebhookConfig>,
 }
 
+/// `notify:` in the configuration: what is worth a message at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyConfig {
+    /// Severities that do not notify on their own. An incident whose every
+    /// alert has one of these is kept and shown in the API and UI, and its
+    /// first message waits until an alert of another severity joins it. The
+    /// default follows kube-prometheus, whose `InfoInhibitor` holds back
+    /// `severity="info"` alerts unless a warning or critical alert fires with
+    /// them. `[]` notifies every incident.
+    pub quiet_severities: Vec<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            quiet_severities: vec!["info".to_owned()],
+        }
+    }
+}
+
 fn compile_intervals(
     config: &Config,
     errs: &mut ConfigErrors,
@@ -151,6 +172,7 @@ pub fn planner_settings(config: &Config) -> PlannerSettings {
         route,
         intervals: Arc::new(intervals),
         no_resolved: Arc::new(no_resolved),
+        quiet_severities: Arc::new(config.notify.quiet_severities.iter().cloned().collect()),
     }
 }
 

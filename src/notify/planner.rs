@@ -21,13 +21,32 @@ use crate::correlate::{Change, IncidentEvent};
 use crate::domain::{Incident, Timestamp};
 
 /// What the planner needs from the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlannerSettings {
     /// The compiled routing tree; `None` routes everything to `default`.
     pub route: Option<Arc<Route>>,
     pub intervals: Arc<HashMap<String, TimeInterval>>,
     /// Receivers none of whose channels send resolved messages.
     pub no_resolved: Arc<HashSet<String>>,
+    /// Severities that do not notify on their own: an incident whose highest
+    /// severity is one of these waits, unsent, until it rises.
+    pub quiet_severities: Arc<HashSet<String>>,
+}
+
+impl Default for PlannerSettings {
+    fn default() -> Self {
+        PlannerSettings {
+            route: None,
+            intervals: Arc::default(),
+            no_resolved: Arc::default(),
+            quiet_severities: Arc::new(
+                super::NotifyConfig::default()
+                    .quiet_severities
+                    .into_iter()
+                    .collect(),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,9 +237,16 @@ impl Planner {
                 if before.as_ref() != Some(&gist) {
                     self.acked.remove(&id);
                 }
+                let quiet = self.is_quiet(&gist);
                 for key in self.keys_of(&id) {
                     let t = &self.tracks[&key];
                     if !t.sent_firing {
+                        if t.due.is_none() && !quiet {
+                            // Held back while quiet: its severity rose, so
+                            // the first message goes out now.
+                            let at = (incident.opened_at + t.matched.timing.group_wait).max(now);
+                            self.set_due(&key, Some((at, MessageKind::First)));
+                        }
                         continue; // the pending first message will carry the change
                     }
                     if matches!(t.due, Some((_, MessageKind::Update))) {
@@ -337,6 +363,12 @@ impl Planner {
                 self.set_due(&key, Some((next, kind)));
                 continue;
             }
+            if kind == MessageKind::First && self.is_quiet(&inc.gist) {
+                // Nothing but quiet alerts (kube-prometheus' info level): kept
+                // and shown, sent once a louder alert joins.
+                self.set_due(&key, None);
+                continue;
+            }
             let repeat = track.matched.timing.repeat_interval;
             if kind == MessageKind::Update && track.told.as_ref() == Some(&inc.gist) {
                 // Changed and changed back while the update waited: the
@@ -384,6 +416,10 @@ impl Planner {
             self.set_due(&key, next);
         }
         out
+    }
+
+    fn is_quiet(&self, gist: &Gist) -> bool {
+        self.settings.quiet_severities.contains(&gist.severity)
     }
 
     /// The silences active at `now` that match the incident `inc`.
