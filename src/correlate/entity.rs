@@ -49,6 +49,8 @@ pub struct Resolved {
     /// A symptom of its node while the node's failure alert fires, whatever
     /// the onsets (`node_reasons`).
     pub node_while_failing: bool,
+    /// A pod's readiness: its rule lists `dependency` in `symptom_of`.
+    pub readiness: bool,
     /// Whether the alert marks its entity failing.
     pub links: bool,
     pub weight: u32,
@@ -162,6 +164,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         node_scrape: false,
         spread: false,
         node_while_failing: false,
+        readiness: false,
         links,
         weight,
     };
@@ -227,6 +230,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             out.owner = Some(a.key.clone());
             out.logical.push(a);
             if rule.is_some_and(|r| r.symptom_of(CauseKind::Dependency)) {
+                out.readiness = true;
                 pod_deps = rules.workload_depends_on(cluster, ns, &o.name);
             }
         }

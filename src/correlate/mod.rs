@@ -37,7 +37,9 @@
 //! 4. One alert never bridges two problems. A pod whose workload also fails
 //!    on healthy nodes (a bad rollout, a crashing dependency) is the
 //!    workload's symptom, not its node's, and a node that fails later does
-//!    not take it. A workload aggregate (`KubeDeploymentReplicasMismatch`)
+//!    not take it; but a pod's readiness that failed within 2 minutes of
+//!    its own node is the node's (the node lifecycle controller marks a lost
+//!    node's pods NotReady as it marks the node). A workload aggregate (`KubeDeploymentReplicasMismatch`)
 //!    whose failing pods are all on failing nodes joins the node's incident
 //!    through the pod that failed closest to it (a pod reported later that
 //!    failed closer takes it over), and then explains no callers. A second alert on an entity joins the first only when it
@@ -232,6 +234,8 @@ struct Slot {
     /// A symptom of its node while the node's failure alert fires,
     /// whatever the onsets (a rule's `node_reasons`).
     node_while_failing: bool,
+    /// A pod's readiness (see `entity::Resolved::readiness`).
+    readiness: bool,
     /// The node a scrape aggregate attached to.
     attached: Option<Key>,
     /// A workload alert that joined an infrastructure incident because all
@@ -693,6 +697,7 @@ impl Correlator {
             node_scrape: r.node_scrape,
             spread: r.spread,
             node_while_failing: r.node_while_failing,
+            readiness: r.readiness,
             onset_unknown: self
                 .settings
                 .rules
@@ -1415,11 +1420,20 @@ impl Correlator {
         // but a pod whose workload is failing on healthy nodes too is a
         // symptom of the workload, not of its node.
         let mut infra_linked = false;
-        let own_cause = d.owner.is_some_and(|w| {
-            d.infra
-                .first()
-                .is_some_and(|n| self.failing_elsewhere(w, *n, s, now))
-        });
+        // The node lifecycle controller marks a lost node's pods NotReady as
+        // it marks the node: a pod whose readiness failed together with its
+        // own node is the node's, even when its workload fails elsewhere too.
+        let with_node = d.readiness
+            && d.infra.first().is_some_and(|n| {
+                self.failing_near(*n, s, now)
+                    .is_some_and(|r| self.onset_gap(r, s) <= ZONE_TOGETHER_SECS)
+            });
+        let own_cause = !with_node
+            && d.owner.is_some_and(|w| {
+                d.infra
+                    .first()
+                    .is_some_and(|n| self.failing_elsewhere(w, *n, s, now))
+            });
         let mut infra_causes: Vec<(Key, usize)> = d
             .infra
             .iter()

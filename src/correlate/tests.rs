@@ -44,13 +44,21 @@ pub(super) fn series(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 fn topo() -> Arc<Topology> {
+    topo_with(&[])
+}
+
+/// `topo()` with more `(pod, node, deployment)` placements in `shop`.
+fn topo_with(extra: &[(&str, &str, &str)]) -> Arc<Topology> {
     let mut tp = Topology::default();
-    for (pod, node, owner) in [
+    for &(pod, node, owner) in [
         ("web-5d8f7c9b4-aaaaa", "n1", "web"),
         ("web-5d8f7c9b4-bbbbb", "n2", "web"),
         ("api-6c7d8e9f5-ccccc", "n1", "api"),
         ("db-0", "n2", "db"),
-    ] {
+    ]
+    .iter()
+    .chain(extra)
+    {
         tp.add_series(
             "kube_pod_info",
             &series(&[
@@ -1123,4 +1131,28 @@ fn a_callers_pod_on_a_failing_node_stays_with_its_node() {
         assert_eq!(c.open_count(), 2);
         c.check_consistency().unwrap();
     }
+}
+
+#[test]
+fn a_pod_that_fails_with_its_node_is_the_nodes_while_its_workload_fails_elsewhere() {
+    // The database goes down at 0 and web's pods on n2 and n3 go NotReady
+    // with it: web fails on healthy nodes. Moments later n1 is lost, and
+    // web's pod there goes NotReady together with it: the node lifecycle
+    // controller marked it so with its node.
+    let mut c = web_on_db();
+    c.set_topology(topo_with(&[("web-5d8f7c9b4-ddddd", "n3", "web")]));
+    let db = db_down(0);
+    feed(&mut c, &db);
+    feed(&mut c, &arriving(pod("web-5d8f7c9b4-bbbbb", 920), 950));
+    feed(&mut c, &arriving(pod("web-5d8f7c9b4-ddddd", 925), 950));
+    assert_eq!(c.open_count(), 1, "web's pods join the database");
+    let n1 = arriving(node("n1", 940), 970);
+    feed(&mut c, &n1);
+    let p = arriving(pod("web-5d8f7c9b4-aaaaa", 950), 980);
+    feed(&mut c, &p);
+    let inc = open_incident_of(&c, &p);
+    assert!(inc.alerts.iter().any(|m| m.fingerprint == n1.id));
+    assert!(!inc.alerts.iter().any(|m| m.fingerprint == db.id));
+    assert_eq!(c.open_count(), 2);
+    c.check_consistency().unwrap();
 }
