@@ -312,6 +312,10 @@ struct Model {
     /// adds this, because a sample is what reaches the limit (memory is
     /// OOM-killed at the first sample over it).
     excursion: f64,
+    /// How often, and for how long, the samples reached how far above the
+    /// fitted line: the hourly maxima of the residuals, when the regime
+    /// holds enough hours to tell ([`Excess`]).
+    excess: Option<Excess>,
 }
 
 enum ModelKind {
@@ -381,9 +385,174 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The part of the standard deviation at `lead` that comes from the
+    /// fitted level and slope, without the samples' own noise (which
+    /// [`Excess`] describes as it was observed).
+    fn param_sigma(&self, lead: f64) -> f64 {
+        match &self.kind {
+            ModelKind::Linear {
+                sigma_slope,
+                sigma_level,
+                ..
+            } => sigma_level.hypot(sigma_slope * lead),
+            ModelKind::Saw {
+                sigma_peak_slope, ..
+            } => sigma_peak_slope * lead,
+        }
+    }
+}
+
+/// Fewest hours of residuals [`Excess`] reads a rate from: a day.
+const MIN_EXCESS_HOURS: usize = 24;
+
+/// How far above the fitted line the samples reached, hour by hour. A
+/// resource runs out at the first *sample* over capacity, not when the
+/// fitted line gets there: bursts, spikes and the sharp top of a daily peak
+/// reach it first. From the residuals' hourly maxima `M_h` (in time order)
+/// this gives, for a margin `x` between the line and capacity,
+/// - the share of hours whose highest sample reached `x` above the line,
+///   and
+/// - the rate per hour at which such hours *begin* (a run of consecutive
+///   hours over `x` is one episode: a burst that lasts three hours is one
+///   event, not three).
+struct Excess {
+    /// `M_h`, sorted.
+    maxima: Vec<f64>,
+    /// `min(M_h, M_{h+1})` of consecutive hours, sorted: the hours that
+    /// continue an episode.
+    continued: Vec<f64>,
+    /// With a seasonal profile, the highest residual of each profile bucket
+    /// in each cycle, sorted per bucket, and the period: how far above the
+    /// profile the samples reach at that time of day. A sharp daily peak
+    /// rises above its bucket's median every day at the same time, which
+    /// the hours pooled over the whole day understate.
+    tops: Option<(Vec<Vec<f64>>, f64)>,
+}
+
+impl Excess {
+    fn new(hourly_maxima: &[f64]) -> Option<Excess> {
+        if hourly_maxima.len() < MIN_EXCESS_HOURS {
+            return None;
+        }
+        let mut maxima = hourly_maxima.to_vec();
+        let mut continued: Vec<f64> = hourly_maxima.windows(2).map(|w| w[0].min(w[1])).collect();
+        maxima.sort_by(f64::total_cmp);
+        continued.sort_by(f64::total_cmp);
+        Some(Excess {
+            maxima,
+            continued,
+            tops: None,
+        })
+    }
+
+    /// Adds the per-bucket tops of the residuals `resid` at times `t`
+    /// (seconds before `now_abs`) for a profile of `buckets` buckets over
+    /// `period`, when every bucket has been seen in at least three cycles.
+    fn with_tops(
+        mut self,
+        t: &[f64],
+        resid: &[f64],
+        now_abs: f64,
+        period: f64,
+        buckets: usize,
+    ) -> Excess {
+        let first_cycle = ((now_abs + t[0]) / period).floor();
+        let cycles = ((now_abs - period * first_cycle) / period).floor() as usize + 1;
+        let mut hi = vec![(f64::NEG_INFINITY, 0usize); cycles * buckets];
+        for (ti, r) in t.iter().zip(resid) {
+            let at = now_abs + ti;
+            let c = (((at / period).floor() - first_cycle) as usize).min(cycles - 1);
+            let b = (at.rem_euclid(period) / period * buckets as f64) as usize % buckets;
+            let cell = &mut hi[c * buckets + b];
+            cell.0 = cell.0.max(*r);
+            cell.1 += 1;
+        }
+        let mut tops: Vec<Vec<f64>> = vec![Vec::new(); buckets];
+        for (i, (v, n)) in hi.iter().enumerate() {
+            // A bucket seen for a few samples only would say little.
+            if *n >= 3 {
+                tops[i % buckets].push(*v);
+            }
+        }
+        if tops.iter().all(|v| v.len() >= 3) {
+            tops.iter_mut().for_each(|v| v.sort_by(f64::total_cmp));
+            self.tops = Some((tops, period));
+        }
+        self
+    }
+
+    /// Share of cycles in which the samples of the profile bucket holding
+    /// `t_abs` reached `x` above the line (0 without per-bucket tops).
+    fn phase_share(&self, t_abs: f64, x: f64) -> f64 {
+        match &self.tops {
+            Some((tops, period)) => {
+                let n = tops.len();
+                let b = (t_abs.rem_euclid(*period) / period * n as f64) as usize % n;
+                Self::at_least(&tops[b], x) as f64 / tops[b].len() as f64
+            }
+            None => 0.0,
+        }
+    }
+
+    fn at_least(sorted: &[f64], x: f64) -> usize {
+        sorted.len() - sorted.partition_point(|v| *v < x)
+    }
+
+    /// Share of hours whose highest sample reached `x` above the line.
+    fn share(&self, x: f64) -> f64 {
+        Self::at_least(&self.maxima, x) as f64 / self.maxima.len() as f64
+    }
+
+    /// Episodes (runs of hours) reaching `x` above the line, per hour.
+    fn onset_rate(&self, x: f64) -> f64 {
+        let runs = Self::at_least(&self.maxima, x) - Self::at_least(&self.continued, x);
+        runs as f64 / self.maxima.len() as f64
+    }
+}
+
+/// Chance that no sample reaches `capacity` within each lead of the grid
+/// (`step` apart, up to `horizon`), when the samples scatter above the line
+/// `v(lead) + shift(lead)` as they did above the fitted line so far. Each
+/// lead's survival is the smaller of two bounds: the hour (or, with a
+/// profile, the time of day) with the least margin must not reach
+/// capacity, and no episode of hours over the margin may begin. One survival per lead, in order.
+fn survival(
+    model: &Model,
+    ex: &Excess,
+    now_abs: f64,
+    capacity: f64,
+    step: f64,
+    horizon: f64,
+    shift: impl Fn(f64) -> f64,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity((horizon / step) as usize + 1);
+    let mut worst_hour: f64 = 1.0;
+    let mut onsets = 0.0;
+    let mut lead = step;
+    while lead <= horizon + 1e-9 {
+        let (v, _) = model.at(now_abs, lead);
+        let x = capacity - v - shift(lead);
+        let hit = ex.share(x).max(ex.phase_share(now_abs + lead, x));
+        worst_hour = worst_hour.min(1.0 - hit);
+        onsets += ex.onset_rate(x) * step / 3600.0;
+        out.push(worst_hour.min((-onsets).exp()));
+        lead += step;
+    }
+    out
+}
+
+/// Standard normal quantiles at 0.1, 0.3, 0.5, 0.7 and 0.9: equally likely
+/// values of the fitted level and slope, over which the chance of a sample
+/// reaching capacity is averaged.
+const PARAM_Z: [f64; 5] = [-1.281_551_6, -0.524_400_5, 0.0, 0.524_400_5, 1.281_551_6];
+
+/// The profile `p` (bucket medians over one `period`) at absolute time
+/// `t_abs`, interpolated between bucket centres: a bucket's median
+/// describes the middle of its bucket, not its start.
 fn profile_at(p: &[f64], period: f64, t_abs: f64) -> f64 {
     let n = p.len();
-    let pos = (t_abs.rem_euclid(period)) / period * n as f64;
+    let pos = ((t_abs.rem_euclid(period)) / period * n as f64 - 0.5).rem_euclid(n as f64);
     let i = (pos.floor() as usize) % n;
     let j = (i + 1) % n;
     let frac = pos - pos.floor();
@@ -452,6 +621,29 @@ fn forecast_clean(
         }
         lead += search_step;
     }
+    // A sample, not the fitted line, is what reaches capacity: with the
+    // series' own record of how far its samples rise above the line, the
+    // headline is when a sample more likely than not has reached it (never
+    // later than the line itself), and the confidence is the chance one
+    // does within the horizon, averaged over the fitted level and slope.
+    if let Some(ex) = &model.excess {
+        let median_line = survival(&model, ex, now_abs, capacity, search_step, h, |_| 0.0);
+        let first_half = median_line
+            .iter()
+            .position(|s| *s <= 0.5)
+            .map(|k| (k + 1) as f64 * search_step);
+        if let Some(l) = first_half {
+            first_mid = Some(first_mid.map_or(l, |m: f64| m.min(l)));
+            first_hi = Some(first_hi.map_or(l, |e: f64| e.min(l)));
+        }
+        let mut reach = 0.0;
+        for z in PARAM_Z {
+            let sd = |lead: f64| z * model.param_sigma(lead);
+            let s = survival(&model, ex, now_abs, capacity, search_step, h, sd);
+            reach += (1.0 - s.last().copied().unwrap_or(1.0)) / PARAM_Z.len() as f64;
+        }
+        p_max = reach;
+    }
     let out_step = (h / (params.max_points.max(2) - 1) as f64).max(step.min(h));
     let mut points = Vec::new();
     let mut lead = out_step;
@@ -489,10 +681,9 @@ fn forecast_clean(
     }
 }
 
-/// The median over whole hours of the largest residual in each hour, at
-/// least 0: how far above the fitted line the series typically reaches
-/// within an hour. Hours with fewer than three samples are skipped.
-fn hourly_excursion(t: &[f64], resid: &[f64]) -> f64 {
+/// The largest residual of each whole hour, in time order. Hours with
+/// fewer than three samples are skipped.
+fn hourly_maxima(t: &[f64], resid: &[f64]) -> Vec<f64> {
     let mut maxima = Vec::new();
     let mut i = 0;
     while i < t.len() {
@@ -507,7 +698,16 @@ fn hourly_excursion(t: &[f64], resid: &[f64]) -> f64 {
             maxima.push(hi);
         }
     }
-    median_mut(&mut maxima).unwrap_or(0.0).max(0.0)
+    maxima
+}
+
+/// The model's `excursion` and `excess` from its residuals: the median of
+/// the hourly maxima (at least 0), how far above the fitted line the
+/// series typically reaches within an hour; and their distribution.
+fn excursion_and_excess(t: &[f64], resid: &[f64]) -> (f64, Option<Excess>) {
+    let maxima = hourly_maxima(t, resid);
+    let excess = Excess::new(&maxima);
+    (median(&maxima).unwrap_or(0.0).max(0.0), excess)
 }
 
 /// Finds jumps: |Δy| above both 8 robust sigmas of the differences and a
@@ -700,11 +900,16 @@ fn fit_linear(
             span / 3600.0
         ));
     }
+    let (excursion, mut excess) = excursion_and_excess(tr, &centred);
+    if let Some((p, per)) = &profile {
+        excess = excess.map(|e| e.with_tops(tr, &centred, now_abs, *per, p.len()));
+    }
     Model {
         method,
         slope: b,
         regime_start: start,
-        excursion: hourly_excursion(tr, &centred),
+        excursion,
+        excess,
         kind: ModelKind::Linear {
             level,
             slope: b,
@@ -1019,11 +1224,13 @@ fn fit_bend(
         b * 3600.0,
         b_long * 3600.0
     ));
+    let (excursion, excess) = excursion_and_excess(ts_, &centred);
     Some(Model {
         method: long.method,
         slope: b,
         regime_start: start + tau,
-        excursion: hourly_excursion(ts_, &centred),
+        excursion,
+        excess,
         kind: ModelKind::Linear {
             level: base + season_at(profile.as_ref(), now_abs),
             slope: b,
@@ -1255,6 +1462,7 @@ fn fit_sawtooth(
         regime_start: start,
         // The peaks are sample maxima already.
         excursion: 0.0,
+        excess: None,
         kind: ModelKind::Saw {
             current: current_fit,
             ramp,
@@ -1351,6 +1559,61 @@ mod tests {
         assert!(f.confidence < 0.2, "{}", f.confidence);
         // predict_linear over 6h does alarm on the morning ramp.
         assert!(predict_linear_crossing(&s, 100.0, 6 * 3600, 86_400).is_some());
+    }
+
+    /// A daily swing with a sharp top at 14:00 UTC (a 10-minute-wide burst
+    /// of `spike` over a broad cycle), rising `growth` a day, 7 days.
+    fn sharp_daily_peak(base: f64, growth: f64, spike: f64) -> Vec<(i64, f64)> {
+        series(7 * 288, 300, |x| {
+            let hour = ((T0 as f64 + x) % 86_400.0) / 3600.0;
+            base + growth * x / 86_400.0
+                + 0.15 * (std::f64::consts::TAU * (hour - 8.0) / 24.0).sin()
+                + spike * (-0.5 * ((hour - 14.0) / 0.15).powi(2)).exp()
+                + 0.002 * noise(x)
+        })
+    }
+
+    #[test]
+    fn a_daily_peak_whose_samples_reach_capacity_on_a_rising_trend_warns() {
+        // The half-hour medians of the profile peak below capacity tomorrow,
+        // but the samples at the top of the peak go over it: 0.985 at
+        // today's peak, +0.03 a day.
+        let s = sharp_daily_peak(0.557, 0.03, 0.08);
+        let today_peak = s[s.len() - 288..].iter().map(|p| p.1).fold(0.0, f64::max);
+        assert!((0.98..0.99).contains(&today_peak), "{today_peak}");
+        let f = forecast(&s, 1.0, &ForecastParams::default()).unwrap();
+        assert!(
+            f.points.iter().all(|p| p.value < 1.0),
+            "the fitted line itself stays below capacity"
+        );
+        let peak = s[s.len() - 1].0 - s[s.len() - 1].0.rem_euclid(86_400) + 86_400 + 14 * 3600;
+        let at = f.exhaustion_at.expect("warns").timestamp();
+        assert!((peak - 1800..=peak + 600).contains(&at), "{at} vs {peak}");
+        assert!(f.confidence >= 0.5);
+        assert!(f.exhaustion_earliest.unwrap().timestamp() <= peak);
+        assert!(f
+            .exhaustion_latest
+            .is_none_or(|l| l.timestamp() >= peak - 600));
+        // The same peak without growth, its top at 0.985 every day, is quiet.
+        let flat = sharp_daily_peak(0.754, 0.0, 0.08);
+        let f = forecast(&flat, 1.0, &ForecastParams::default()).unwrap();
+        assert_eq!(f.exhaustion_at, None, "{:?}", f.notes);
+        assert!(f.confidence < 0.5);
+    }
+
+    #[test]
+    fn the_daily_profile_is_in_phase_with_the_cycle() {
+        // A clean daily swing of ±30: tomorrow's forecast is today's value
+        // at the same time of day, not a quarter of an hour early.
+        let wave = |x: f64| 50.0 + 30.0 * (std::f64::consts::TAU * x / 86_400.0).sin();
+        let s = series(7 * 288, 300, wave);
+        let f = forecast(&s, 100.0, &ForecastParams::default()).unwrap();
+        let worst = f
+            .points
+            .iter()
+            .map(|p| (p.value - wave((p.timestamp.timestamp() - T0) as f64)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1.0, "worst error {worst}");
     }
 
     #[test]
