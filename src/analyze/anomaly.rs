@@ -13,10 +13,15 @@
 //!     bursty series whose spikes are all alike stops producing them.
 //!     Records count after two days of history and score 0.75 to 1, by how
 //!     far they beat the old one.
-//!   - **Unusual points**: four statistics (distance from the long-run
+//!   - **Unusual points**: five statistics (distance from the long-run
 //!     mean, the step from the previous sample, a short moving mean of
-//!     squared residuals, and the residual against a daily profile once
-//!     that profile beats the level alone), each turned into a conformal
+//!     squared residuals, the residual against a daily profile once that
+//!     profile beats the level alone, and a sustained deviation: a moving
+//!     mean over about an hour of the signed residual against a slow
+//!     reference, a level and daily profile learned more slowly than the
+//!     forecast's (the level ten times), so that a change the forecast
+//!     absorbs within a few samples, or a day whose shape differs from the
+//!     usual one, still scores while it lasts), each turned into a conformal
 //!     p-value by an exponentially decaying histogram of its past values
 //!     (beyond what was seen, an exponential tail fitted to the top 2 %).
 //!     Fisher's method combines them into `p`, and this part of the score is
@@ -282,7 +287,14 @@ pub struct OnlineScorer {
     flat: usize,
     run: [f64; SHIFT_RUN],
     run_len: usize,
-    tails: [Tail; 4],
+    tails: [Tail; 5],
+    /// Slow reference: level plus daily profile learned slowly, its mean
+    /// absolute error, and a moving mean of its signed standardised
+    /// residual.
+    slow_level: f64,
+    slow_season: [f64; BUCKETS],
+    slow_err: f64,
+    slow_dev: f64,
     /// Weight of a new sample in the long-run mean and variance.
     long_weight: f64,
     rest_until: i64,
@@ -308,6 +320,17 @@ const SHIFT_RUN: usize = 5;
 const ALPHA: f64 = 0.1;
 /// Daily profile smoothing per visit.
 const GAMMA: f64 = 0.2;
+/// The slow reference's level smoothing per sample (about 100 samples, 8
+/// hours of 5-minute samples) and daily profile smoothing per visit: a
+/// change that the forecast absorbs within a few samples stays visible
+/// against it for hours.
+const SLOW_ALPHA: f64 = 0.01;
+const SLOW_GAMMA: f64 = 0.1;
+/// Weight of a new standardised residual against the slow reference in its
+/// moving mean (about 12 samples, an hour of 5-minute samples), and the
+/// clip on each, so one spike does not make a sustained deviation.
+const DEV_WEIGHT: f64 = 1.0 / 12.0;
+const DEV_CLIP: f64 = 5.0;
 /// Error-scale smoothing per sample.
 const BETA: f64 = 0.03;
 /// Half-life of the long-run mean and of the histograms, in samples: about
@@ -351,6 +374,10 @@ impl OnlineScorer {
             run: [0.0; SHIFT_RUN],
             run_len: 0,
             tails: std::array::from_fn(|_| Tail::new(LONG_HALF_LIFE)),
+            slow_level: 0.0,
+            slow_season: [0.0; BUCKETS],
+            slow_err: 0.0,
+            slow_dev: 0.0,
             long_weight: 1.0 - 0.5f64.powf(1.0 / LONG_HALF_LIFE),
             rest_until: i64::MIN,
             lo: f64::INFINITY,
@@ -415,15 +442,23 @@ impl OnlineScorer {
         let zl = (v - self.mean).abs() / self.var.sqrt().max(tiny);
         let mut var_short = (1.0 - VAR_WEIGHT) * self.var_short + VAR_WEIGHT * (z * z).min(1e4);
         self.flat = if d <= tiny { self.flat + 1 } else { 0 };
-        let stats = [zl, zd, var_short, z];
+        let slow_seasonal = self.slow_season[b0] * (1.0 - fr) + self.slow_season[b1] * fr;
+        let rs = v - (self.slow_level + slow_seasonal);
+        let ss = (1.25 * self.slow_err).max(tiny);
+        let slow_dev =
+            (1.0 - DEV_WEIGHT) * self.slow_dev + DEV_WEIGHT * (rs / ss).clamp(-DEV_CLIP, DEV_CLIP);
+        let stats = [zl, zd, var_short, z, slow_dev.abs()];
         // The forecast residual counts once a daily profile explains the
-        // series better than its level alone.
-        let used = if use_season { 4 } else { 3 };
+        // series better than its level alone; the slow reference always.
+        let used = if use_season { 5 } else { 4 };
         let mut score = 0.0;
         if n >= WARMUP {
-            let mut ps = [1.0; 4];
+            let mut ps = [1.0; 5];
             for (p, (tail, s)) in ps.iter_mut().zip(self.tails.iter().zip(stats)) {
                 *p = tail.p_value(s);
+            }
+            if !use_season {
+                ps[3] = ps[4];
             }
             score = (-fisher(&ps[..used]).max(1e-300).log10() / DECADES).clamp(0.0, 1.0);
         }
@@ -457,6 +492,8 @@ impl OnlineScorer {
             let m = self.run.iter().sum::<f64>() / SHIFT_RUN as f64;
             self.level0 += if use_season { r0 } else { m };
             self.level1 += m;
+            self.slow_level += m;
+            self.slow_dev = 0.0;
             self.run_len = 0;
             var_short = 1.0;
         } else {
@@ -466,7 +503,15 @@ impl OnlineScorer {
             let g = GAMMA * (1.0 - a) * rc1;
             self.season[b0] += g * (1.0 - fr);
             self.season[b1] += g * fr;
+            let a_s = if warm { SLOW_ALPHA } else { a };
+            let rcs = rs.clamp(-cap(3.0 * ss), cap(3.0 * ss));
+            self.slow_level += a_s * rcs;
+            let gs = SLOW_GAMMA * (1.0 - a_s) * rcs;
+            self.slow_season[b0] += gs * (1.0 - fr);
+            self.slow_season[b1] += gs * fr;
+            self.slow_dev = slow_dev;
         }
+        self.slow_err += w * (rs.abs().min(cap(5.0 * ss)) - self.slow_err);
         self.err0 += w * (r0.abs().min(cap(5.0 * s0)) - self.err0);
         self.err1 += w * (r1.abs().min(cap(5.0 * s1)) - self.err1);
         self.step += w * (d.min(cap(5.0 * 1.25 * self.step)) - self.step);
@@ -545,6 +590,7 @@ impl OnlineScorer {
         self.mean = v;
         self.level0 = v;
         self.level1 = v;
+        self.slow_level = v;
         self.n = 1;
     }
 
@@ -881,6 +927,29 @@ mod tests {
         let s = score_series(&pts);
         assert_eq!(alerts(&s, 900..910), 1, "{:?}", &s[898..912]);
         assert_eq!(alerts(&s, 910..6 * 288), 0);
+    }
+
+    #[test]
+    fn a_small_sustained_shift_outranks_the_noise() {
+        // A shift of 0.4 (about 1.3 usual residuals) for 100 samples after
+        // ten days of noise: the forecast absorbs it within a few samples,
+        // the slow reference does not, so it scores above every point of
+        // the ten normal days.
+        let from = 10 * 288;
+        let pts = series(12 * 288, |i| {
+            20.0 + noise(i)
+                + if (from..from + 100).contains(&i) {
+                    0.4
+                } else {
+                    0.0
+                }
+        });
+        let s = score_series(&pts);
+        let top =
+            |r: std::ops::Range<usize>| s[r].iter().map(|v| v.unwrap_or(0.0)).fold(0.0, f64::max);
+        let (normal, shifted) = (top(300..from), top(from..from + 100));
+        assert!(shifted > normal, "{shifted} <= {normal}");
+        assert_eq!(alerts(&s, 300..from), 0);
     }
 
     #[test]
