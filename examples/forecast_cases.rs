@@ -8,7 +8,7 @@
 //!
 //! CASES_DIR holds `<case>.csv` (`timestamp,value`, capacity 1) and
 //! `truth.json` (`case`, `kind`, `now`, `exhaustion_at` or null), as
-//! `../shared/eval/forecast/cases` does. SCORER defaults to
+//! the independent evaluation set's `forecast/cases` does. SCORER defaults to
 //! `CASES_DIR/../fcscore.py`; it is run with `python3` on
 //! `target/release/stormcast forecast` (build it first). The definitions
 //! follow it: a positive exhausts within 24 h and ≥ 2 h after "now"; a
