@@ -50,6 +50,16 @@ fn updated(id: &str, change: Change) -> IncidentEvent {
     }
 }
 
+/// Resolves `inc` at `at` and plans that.
+fn resolve(
+    p: &mut Planner,
+    inc: &mut Incident,
+    at: stormcast::domain::Timestamp,
+) -> Vec<Notification> {
+    inc.resolved_at = Some(at);
+    p.plan(&IncidentEvent::Resolved { id: inc.id.clone() }, inc, at)
+}
+
 fn inc() -> Incident {
     incident(
         "inc-1",
@@ -111,12 +121,7 @@ fn one_message_after_the_hold_then_updates_rate_limited_then_resolved() {
     // Repeat after repeat_interval, then resolved at once.
     run_until(&mut p, t0 + Duration::seconds(330 + 3600), &mut out);
     assert_eq!(out.last().unwrap().kind, MessageKind::Repeat);
-    inc.resolved_at = Some(t0 + Duration::seconds(4000));
-    out.extend(p.plan(
-        &IncidentEvent::Resolved { id: "inc-1".into() },
-        &inc,
-        t0 + Duration::seconds(4000),
-    ));
+    out.extend(resolve(&mut p, &mut inc, t0 + Duration::seconds(4000)));
     assert_eq!(out.last().unwrap().kind, MessageKind::Resolved);
     assert_eq!(out.last().unwrap().at, t0 + Duration::seconds(4000));
     let seqs: Vec<u32> = out.iter().map(|n| n.seq).collect();
@@ -134,12 +139,7 @@ fn resolved_during_the_hold_sends_nothing() {
     let t0 = t("2026-11-23T03:00:00Z");
     let mut inc = inc();
     let mut out = p.plan(&opened("inc-1"), &inc, t0);
-    inc.resolved_at = Some(t0 + Duration::seconds(10));
-    out.extend(p.plan(
-        &IncidentEvent::Resolved { id: "inc-1".into() },
-        &inc,
-        t0 + Duration::seconds(10),
-    ));
+    out.extend(resolve(&mut p, &mut inc, t0 + Duration::seconds(10)));
     run_until(&mut p, t0 + Duration::hours(5), &mut out);
     assert!(out.is_empty(), "{out:?}");
 }
@@ -298,12 +298,7 @@ fn no_resolved_message_when_no_channel_wants_one() {
     let mut inc = inc();
     let mut out = p.plan(&opened("inc-1"), &inc, t0);
     assert_eq!(out.len(), 1, "group_wait 0s sends at once");
-    inc.resolved_at = Some(t0 + Duration::minutes(5));
-    out.extend(p.plan(
-        &IncidentEvent::Resolved { id: "inc-1".into() },
-        &inc,
-        t0 + Duration::minutes(5),
-    ));
+    out.extend(resolve(&mut p, &mut inc, t0 + Duration::minutes(5)));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(p.next_deadline(), None);
 }
@@ -427,12 +422,7 @@ fn a_quiet_incident_that_resolves_sends_no_resolved_message() {
     let mut inc = info_incident();
     let mut out = p.plan(&opened("inc-1"), &inc, t0);
     run_until(&mut p, t0 + Duration::minutes(20), &mut out);
-    inc.resolved_at = Some(t0 + Duration::minutes(20));
-    out.extend(p.plan(
-        &IncidentEvent::Resolved { id: "inc-1".into() },
-        &inc,
-        t0 + Duration::minutes(20),
-    ));
+    out.extend(resolve(&mut p, &mut inc, t0 + Duration::minutes(20)));
     run_until(&mut p, t0 + Duration::hours(5), &mut out);
     assert!(out.is_empty(), "{out:?}");
 }

@@ -627,20 +627,23 @@ fn forecast_clean(
     // later than the line itself), and the confidence is the chance one
     // does within the horizon, averaged over the fitted level and slope.
     if let Some(ex) = &model.excess {
-        let median_line = survival(&model, ex, now_abs, capacity, search_step, h, |_| 0.0);
-        let first_half = median_line
-            .iter()
-            .position(|s| *s <= 0.5)
-            .map(|k| (k + 1) as f64 * search_step);
-        if let Some(l) = first_half {
-            first_mid = Some(first_mid.map_or(l, |m: f64| m.min(l)));
-            first_hi = Some(first_hi.map_or(l, |e: f64| e.min(l)));
-        }
         let mut reach = 0.0;
         for z in PARAM_Z {
             let sd = |lead: f64| z * model.param_sigma(lead);
             let s = survival(&model, ex, now_abs, capacity, search_step, h, sd);
             reach += (1.0 - s.last().copied().unwrap_or(1.0)) / PARAM_Z.len() as f64;
+            if z == 0.0 {
+                // The fitted line itself: when a sample more likely than
+                // not has reached capacity.
+                let first_half = s
+                    .iter()
+                    .position(|p| *p <= 0.5)
+                    .map(|k| (k + 1) as f64 * search_step);
+                if let Some(l) = first_half {
+                    first_mid = Some(first_mid.map_or(l, |m: f64| m.min(l)));
+                    first_hi = Some(first_hi.map_or(l, |e: f64| e.min(l)));
+                }
+            }
         }
         p_max = reach;
     }

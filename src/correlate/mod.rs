@@ -925,10 +925,7 @@ impl Correlator {
                 _ if pull.iter().all(|t| *t == rep) => {}
                 _ => {
                     for t in pull {
-                        self.slot_data[t].logical_linked = true;
-                        self.slot_data[t].via = self.caller_via(t, k, rep);
-                        self.slot_data[t].dep_via = self.dep_via(t, k, rep);
-                        self.slot_data[t].through_dep = self.through_dep(t, k);
+                        self.set_logical_link(t, Some((k, rep)));
                         self.union(rep, t, now, touched);
                     }
                 }
@@ -1024,10 +1021,7 @@ impl Correlator {
             // What explains it instead, if anything fails near it now.
             let to = self.logical_cause(t, now);
             if self.relink(t, f, to.map(|(_, r)| r), now, touched) {
-                self.slot_data[t].logical_linked = to.is_some();
-                self.slot_data[t].via = to.and_then(|(k, r)| self.caller_via(t, k, r));
-                self.slot_data[t].dep_via = to.and_then(|(k, r)| self.dep_via(t, k, r));
-                self.slot_data[t].through_dep = to.is_some_and(|(k, _)| self.through_dep(t, k));
+                self.set_logical_link(t, to);
             }
         }
     }
@@ -1047,12 +1041,22 @@ impl Correlator {
     /// durations blur the order).
     fn link_logical(&mut self, s: usize, now: Timestamp, touched: &mut Vec<String>) {
         if let Some((k, r)) = self.logical_cause(s, now) {
-            self.slot_data[s].logical_linked = true;
-            self.slot_data[s].via = self.caller_via(s, k, r);
-            self.slot_data[s].dep_via = self.dep_via(s, k, r);
-            self.slot_data[s].through_dep = self.through_dep(s, k);
+            self.set_logical_link(s, Some((k, r)));
             self.union(s, r, now, touched);
         }
+    }
+
+    /// Records how `s` links to a failing logical parent: through alert `r`
+    /// standing for parent `k`, or (`None`) through none.
+    fn set_logical_link(&mut self, s: usize, to: Option<(Key, usize)>) {
+        let via = to.and_then(|(k, r)| self.caller_via(s, k, r));
+        let dep_via = to.and_then(|(k, r)| self.dep_via(s, k, r));
+        let through_dep = to.is_some_and(|(k, _)| self.through_dep(s, k));
+        let sd = &mut self.slot_data[s];
+        sd.logical_linked = to.is_some();
+        sd.via = via;
+        sd.dep_via = dep_via;
+        sd.through_dep = through_dep;
     }
 
     /// `dep_via` for alert `s` linked to alert `r`, which stands for failing

@@ -197,7 +197,7 @@ impl Planner {
             if self.tracks.contains_key(&key) {
                 continue;
             }
-            let at = (inc.opened_at + m.timing.group_wait).max(now);
+            let at = m.first_due(inc.opened_at, now);
             self.tracks.insert(
                 key.clone(),
                 Track {
@@ -244,7 +244,7 @@ impl Planner {
                         if t.due.is_none() && !quiet {
                             // Held back while quiet: its severity rose, so
                             // the first message goes out now.
-                            let at = (incident.opened_at + t.matched.timing.group_wait).max(now);
+                            let at = t.matched.first_due(incident.opened_at, now);
                             self.set_due(&key, Some((at, MessageKind::First)));
                         }
                         continue; // the pending first message will carry the change
@@ -299,10 +299,7 @@ impl Planner {
                 let key = (inc.id.clone(), m.receiver.clone());
                 let sent = last_seq(&inc.id, &m.receiver);
                 let due = match sent {
-                    None => (
-                        (inc.opened_at + m.timing.group_wait).max(now),
-                        MessageKind::First,
-                    ),
+                    None => (m.first_due(inc.opened_at, now), MessageKind::First),
                     Some(_) => (now + m.timing.repeat_interval, MessageKind::Repeat),
                 };
                 self.tracks.insert(
@@ -490,7 +487,7 @@ impl Planner {
                 Some((at, MessageKind::First)) if at > now => self
                     .incidents
                     .get(&k.0)
-                    .map(|i| (i.opened_at + t.matched.timing.group_wait).max(now)),
+                    .map(|i| t.matched.first_due(i.opened_at, now)),
                 Some((at, MessageKind::Update)) if at > now => t
                     .last_sent
                     .map(|l| (l + t.matched.timing.group_interval).max(now)),

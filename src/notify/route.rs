@@ -293,6 +293,12 @@ impl Route {
 }
 
 impl Matched {
+    /// When the first message about an incident opened at `opened_at` is
+    /// due: after the route's `group_wait`, and not before `now`.
+    pub fn first_due(&self, opened_at: Timestamp, now: Timestamp) -> Timestamp {
+        (opened_at + self.timing.group_wait).max(now)
+    }
+
     /// Whether sending is allowed at `now` by the route's time intervals.
     pub fn allowed_at(&self, now: Timestamp, intervals: &HashMap<String, TimeInterval>) -> bool {
         let muted = self
