@@ -3,7 +3,10 @@
 //! `instance` → node for node-exporter and kubelet targets (`node:10250`),
 //! pod → ReplicaSet → Deployment through owner series or the ReplicaSet-hash
 //! name pattern, pod → node through `kube_pod_info`, node → zone through
-//! `kube_node_labels`, a `service` label → the workload of the same name.
+//! `kube_node_labels`, a `service` label → the workloads whose pods the
+//! Service's endpoints list (`kube_endpointslice_endpoints`,
+//! `kube_endpoint_address`), or the workload declared for it in `rules/`, or
+//! else the workload of the same name.
 //!
 //! Canonical ids are `cluster/namespace/kind/name`. Workloads and the services
 //! they back share one id (`app`), so a dependency on a service and alerts on
@@ -12,7 +15,7 @@
 use crate::domain::{Entity, EntityKind, Labels};
 
 use super::rules::{AboutKind, AppRef, CauseKind, Rules};
-use super::topology::{workload_from_pod_name, Topology};
+use super::topology::{workload_from_pod_name, Backend, ServedVia, Topology};
 
 /// Scrape jobs whose targets are the cluster's nodes.
 const NODE_JOBS: [&str; 4] = ["node-exporter", "kubelet", "cadvisor", "node"];
@@ -112,6 +115,56 @@ fn simple(kind: EntityKind, cluster: &str, ns: Option<&str>, name: &str) -> Node
     }
 }
 
+/// The workloads serving a Service, and how that is known.
+#[derive(Debug, Clone, Copy)]
+pub enum Backing<'a> {
+    /// Declared in `rules/`, or (no endpoint series) the Service's own name.
+    Named(&'a str, ServedVia),
+    /// From the Service's endpoints in the topology, most pods first.
+    Served(&'a [Backend]),
+}
+
+impl<'a> Backing<'a> {
+    /// The workload serving most of the Service's pods.
+    pub fn first(&self) -> &'a str {
+        match self {
+            Backing::Named(w, _) => w,
+            Backing::Served(b) => b.first().map_or("", |b| b.name.as_str()),
+        }
+    }
+
+    /// Every workload serving the Service: its kind, name and how the link
+    /// was made.
+    pub fn iter(&self) -> impl Iterator<Item = (EntityKind, &'a str, ServedVia)> {
+        let (one, many) = match *self {
+            Backing::Named(w, via) => (Some((EntityKind::Deployment, w, via)), &[][..]),
+            Backing::Served(b) => (None, b),
+        };
+        one.into_iter()
+            .chain(many.iter().map(|b| (b.kind, b.name.as_str(), b.via)))
+    }
+}
+
+/// The workloads serving Service `svc`: the workload declared for it in
+/// `rules/` (`services[].workload`), else those whose pods its endpoints
+/// list, else the workload of the same name (a Service and its Deployment
+/// or StatefulSet usually share it).
+pub fn backing<'a>(
+    rules: &'a Rules,
+    topo: &'a Topology,
+    cluster: &str,
+    ns: &str,
+    svc: &'a str,
+) -> Backing<'a> {
+    if let Some(w) = rules.declared_workload(cluster, ns, svc) {
+        return Backing::Named(w, ServedVia::Declared);
+    }
+    match topo.service_backends(cluster, ns, svc) {
+        [] => Backing::Named(svc, ServedVia::SameName),
+        served => Backing::Served(served),
+    }
+}
+
 /// The node an `instance` label names, if it names one: node-exporter and
 /// kubelet targets, `node:10250`, or a node the topology knows.
 fn instance_node<'a>(
@@ -134,7 +187,12 @@ fn instance_node<'a>(
 }
 
 /// Resolves an alert's labels to entities.
-pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -> Resolved {
+pub fn resolve<'a>(
+    labels: &'a Labels,
+    cluster: &str,
+    rules: &'a Rules,
+    topo: &'a Topology,
+) -> Resolved {
     let name = labels.alertname();
     let rule = rules.alert(name);
     let about = rule.map_or(AboutKind::Labels, |r| r.about);
@@ -153,6 +211,14 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         ]
         .into_iter()
         .find_map(|(l, k)| get(l).map(|v| (k, v)))
+    };
+
+    // The workload an alert labelled with a workload or Service means.
+    let served_by = |k: EntityKind, ns: &str, w: &'a str| -> &'a str {
+        match k {
+            EntityKind::Service => backing(rules, topo, cluster, ns, w).first(),
+            _ => rules.backing_workload(cluster, ns, w),
+        }
     };
 
     let mut out = Resolved {
@@ -194,7 +260,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             cluster,
             ns,
             EntityKind::Service,
-            rules.backing_workload(cluster, ns, svc),
+            backing(rules, topo, cluster, ns, svc).first(),
         ));
         out.logical.extend(app.clone());
     } else if about == AboutKind::Node && node_label.is_some() {
@@ -202,7 +268,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     } else if about == AboutKind::Workload && workload_label().is_some() {
         let (k, w) = workload_label().unwrap_or((EntityKind::Service, ""));
         let ns = ns.unwrap_or("");
-        out.primary = app_entity(cluster, ns, k, rules.backing_workload(cluster, ns, w));
+        out.primary = app_entity(cluster, ns, k, served_by(k, ns, w));
         app = Some(out.primary.clone());
         // A DaemonSet runs a pod on every node it selects: a node that fails
         // leaves its pod there unavailable, and the DaemonSet's rollout or
@@ -232,6 +298,19 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
             if rule.is_some_and(|r| r.symptom_of(CauseKind::Dependency)) {
                 out.readiness = true;
                 pod_deps = rules.workload_depends_on(cluster, ns, &o.name);
+                // Services of other names whose endpoints list the
+                // workload's pods.
+                for svc in topo.workload_services(cluster, ns, &o.name) {
+                    if *svc == o.name || rules.declared_workload(cluster, ns, svc).is_some() {
+                        continue;
+                    }
+                    for d in rules.depends_on_transitive(cluster, ns, svc) {
+                        let own = d.0 == cluster && d.1 == ns && d.2 == o.name;
+                        if !own && !pod_deps.contains(&d) {
+                            pod_deps.push(d);
+                        }
+                    }
+                }
             }
         }
     } else if let Some(node) = node_label {
@@ -242,7 +321,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
         out.primary = simple(EntityKind::Service, cluster, Some(ns), svc);
         service = Some((ns, svc));
     } else if let (Some((k, w)), Some(ns)) = (workload_label(), ns) {
-        out.primary = app_entity(cluster, ns, k, rules.backing_workload(cluster, ns, w));
+        out.primary = app_entity(cluster, ns, k, served_by(k, ns, w));
     } else if let (Some(j), Some(ns)) = (get("job_name"), ns) {
         out.primary = simple(EntityKind::Job, cluster, Some(ns), j);
     } else if let (Some(h), Some(ns)) = (get("horizontalpodautoscaler"), ns) {
@@ -255,7 +334,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
                 cluster,
                 ns,
                 EntityKind::Service,
-                rules.backing_workload(cluster, ns, j),
+                backing(rules, topo, cluster, ns, j).first(),
             ));
             out.logical.extend(app.clone());
         }
@@ -278,15 +357,14 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     // (workloads before services, nearest first). Linking picks the first
     // failing one, so one alert never bridges two unrelated failures.
     if let Some((ns, svc)) = service {
-        out.logical.push(app_entity(
-            cluster,
-            ns,
-            EntityKind::Deployment,
-            rules.backing_workload(cluster, ns, svc),
-        ));
+        for (kind, w, _) in backing(rules, topo, cluster, ns, svc).iter() {
+            out.logical.push(app_entity(cluster, ns, kind, w));
+        }
         push_dependencies(
             &mut out.logical,
             &rules.depends_on_transitive(cluster, ns, svc),
+            rules,
+            topo,
         );
     }
     let _ = app;
@@ -309,7 +387,7 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
     // after its workload, what the Service that workload backs depends on,
     // as for the service's own alerts. A dependency that is down takes its
     // callers' pods out of their Services' endpoints.
-    push_dependencies(&mut out.logical, &pod_deps);
+    push_dependencies(&mut out.logical, &pod_deps, rules, topo);
     // The pod's node's zone.
     if out.primary.entity.kind == EntityKind::Pod
         && (out.node_while_failing || rule.is_none_or(|r| r.symptom_of(CauseKind::Node)))
@@ -325,10 +403,19 @@ pub fn resolve(labels: &Labels, cluster: &str, rules: &Rules, topo: &Topology) -
 
 /// Appends dependencies as logical parents: their workloads before their
 /// services, each nearest first, so that linking picks the nearest failing
-/// workload and one alert never bridges two unrelated failures.
-fn push_dependencies(logical: &mut Vec<Node>, deps: &[AppRef]) {
+/// workload and one alert never bridges two unrelated failures. A
+/// dependency named by a Service whose endpoints the topology knows stands
+/// for the workloads serving it.
+fn push_dependencies(logical: &mut Vec<Node>, deps: &[AppRef], rules: &Rules, topo: &Topology) {
     for (c, n, w) in deps {
-        logical.push(app_entity(c, n, EntityKind::Deployment, w));
+        match backing(rules, topo, c, n, w) {
+            Backing::Served(served) => {
+                for b in served {
+                    logical.push(app_entity(c, n, b.kind, &b.name));
+                }
+            }
+            Backing::Named(..) => logical.push(app_entity(c, n, EntityKind::Deployment, w)),
+        }
     }
     for (c, n, w) in deps {
         logical.push(simple(EntityKind::Service, c, Some(n), w));

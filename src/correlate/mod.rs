@@ -8,7 +8,8 @@
 //! 1. Every alert is resolved to the most specific entity it is about and its
 //!    causal parents ([`entity`]): pod → node → zone, pod → workload → the
 //!    services it depends on (declared in `rules/`, also across clusters),
-//!    control-plane clients → control plane.
+//!    a Service → the workloads its endpoints list (or the one declared for
+//!    it, or the one of its name), control-plane clients → control plane.
 //! 2. Alerts are grouped by causal reachability with an incremental
 //!    union-find: an alert joins the alerts of a *failing* parent (one with a
 //!    firing alert of its own, or one resolved less than `grouping.window`
@@ -2232,6 +2233,7 @@ impl Correlator {
         }
         let mut parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{v} {k}")).collect();
         parts.extend(scrape);
+        let served = self.services_served(k, covered);
         let subject = format!(
             "{} {}",
             ent.entity.kind.as_str().replace('_', " "),
@@ -2254,7 +2256,50 @@ impl Correlator {
             s.push_str(": ");
             s.push_str(&parts.join(", "));
         }
+        if !served.is_empty() {
+            const LISTED: usize = 4;
+            s.push_str("; serves ");
+            s.push_str(&served[..served.len().min(LISTED)].join(", "));
+            if served.len() > LISTED {
+                s.push_str(&format!(" and {} more", served.len() - LISTED));
+            }
+        }
         s
+    }
+
+    /// The Services among the covered alerts that workload `k` serves, each
+    /// with how that link was made (declared, endpoints, or same name).
+    fn services_served(&self, k: Key, covered: &[usize]) -> Vec<String> {
+        let ent = &self.ents[k as usize].entity;
+        if !matches!(
+            ent.kind,
+            EntityKind::Deployment | EntityKind::StatefulSet | EntityKind::DaemonSet
+        ) {
+            return Vec::new();
+        }
+        let (cluster, ns) = (
+            ent.cluster.as_deref().unwrap_or(""),
+            ent.namespace.as_deref().unwrap_or(""),
+        );
+        let mut out: Vec<String> = Vec::new();
+        let mut seen = HashSet::default();
+        for s in covered {
+            let p = self.slot_data[*s].primary;
+            let svc = &self.ents[p as usize].entity;
+            if svc.kind != EntityKind::Service
+                || svc.cluster.as_deref() != ent.cluster.as_deref()
+                || svc.namespace.as_deref() != ent.namespace.as_deref()
+                || !seen.insert(p)
+            {
+                continue;
+            }
+            let b = entity::backing(&self.settings.rules, &self.topology, cluster, ns, &svc.name);
+            if let Some((_, _, via)) = b.iter().find(|(_, w, _)| *w == ent.name) {
+                out.push(format!("service {} ({})", svc.name, via.describe()));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Restores open incidents after a restart.

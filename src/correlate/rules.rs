@@ -286,9 +286,13 @@ impl Rules {
 
     /// The workload backing a service, by the service's name.
     pub fn backing_workload<'a>(&'a self, cluster: &str, ns: &str, name: &'a str) -> &'a str {
+        self.declared_workload(cluster, ns, name).unwrap_or(name)
+    }
+
+    /// The workload a service is declared with (`services[].workload`).
+    pub fn declared_workload(&self, cluster: &str, ns: &str, name: &str) -> Option<&str> {
         self.service(cluster, ns, name)
             .and_then(|s| s.workload.as_deref())
-            .unwrap_or(name)
     }
 
     /// The apps `app` depends on, directly.

@@ -8,6 +8,7 @@
 //!     topology:
 //!       pods: [{cluster: c1, namespace: shop, pod: web-1, node: n1, owner: web}]
 //!       nodes: [{cluster: c1, node: n1, zone: a}]
+//!       services: [{cluster: c1, namespace: shop, service: web-svc, pods: [web-1]}]
 //!     alerts:
 //!       - {at: 0s, labels: {alertname: KubePodNotReady, cluster: c1, namespace: shop, pod: web-1}}
 //!       - {at: 5m, labels: {alertname: KubeNodeNotReady, cluster: c1, node: n1}}
@@ -48,6 +49,8 @@ pub struct RuleTest {
 pub struct TestTopology {
     pub pods: Vec<TestPod>,
     pub nodes: Vec<TestNode>,
+    /// Services and the pods their EndpointSlices list.
+    pub services: Vec<TestService>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +64,16 @@ pub struct TestPod {
     pub owner: Option<String>,
     /// Its kind: `Deployment` (default), `StatefulSet` or `DaemonSet`.
     pub owner_kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestService {
+    pub cluster: String,
+    pub namespace: String,
+    pub service: String,
+    /// The pods its endpoints list (in its namespace).
+    pub pods: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +178,30 @@ pub fn run_test(test: &RuleTest, rules: &Rules) -> TestOutcome {
                 ("label_topology_kubernetes_io_zone", &n.zone),
             ]),
         );
+    }
+    for s in &test.topology.services {
+        let slice = format!("{}-test", s.service);
+        topo.add_series(
+            "kube_endpointslice_labels",
+            &series(&[
+                ("cluster", &s.cluster),
+                ("namespace", &s.namespace),
+                ("endpointslice", &slice),
+                ("label_kubernetes_io_service_name", &s.service),
+            ]),
+        );
+        for pod in &s.pods {
+            topo.add_series(
+                "kube_endpointslice_endpoints",
+                &series(&[
+                    ("cluster", &s.cluster),
+                    ("namespace", &s.namespace),
+                    ("endpointslice", &slice),
+                    ("targetref_kind", "Pod"),
+                    ("targetref_name", pod),
+                ]),
+            );
+        }
     }
     let mut c = Correlator::new(CorrelateSettings::from_rules(rules.clone()));
     c.set_topology(Arc::new(topo));

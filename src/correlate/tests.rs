@@ -1156,3 +1156,124 @@ fn a_pod_that_fails_with_its_node_is_the_nodes_while_its_workload_fails_elsewher
     assert_eq!(c.open_count(), 2);
     c.check_consistency().unwrap();
 }
+
+#[test]
+fn a_service_joins_the_workload_its_endpoints_list_and_the_explanation_says_how() {
+    // `checkout-api` is served by the Deployment `web` (its Endpoints list
+    // web's pod IPs); `web` is also the Service of the same name.
+    let mut tp = (*topo()).clone();
+    for (pod, ip) in [
+        ("web-5d8f7c9b4-aaaaa", "10.0.0.1"),
+        ("web-5d8f7c9b4-bbbbb", "10.0.0.2"),
+    ] {
+        tp.add_series(
+            "kube_pod_info",
+            &series(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("pod", pod),
+                ("node", "n1"),
+                ("pod_ip", ip),
+            ]),
+        );
+        tp.add_series(
+            "kube_endpoint_address",
+            &series(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("endpoint", "checkout-api"),
+                ("ip", ip),
+                ("ready", "false"),
+            ]),
+        );
+    }
+    let mut c = Correlator::new(CorrelateSettings::default());
+    c.set_topology(Arc::new(tp));
+    let service = |name: &str, at: i64| {
+        alert(
+            "c1",
+            &[
+                ("alertname", "ServiceErrorRateHigh"),
+                ("namespace", "shop"),
+                ("service", name),
+            ],
+            at,
+        )
+    };
+    feed(&mut c, &service("checkout-api", 0));
+    feed(&mut c, &service("web", 20));
+    let rollout = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentRolloutStuck"),
+            ("namespace", "shop"),
+            ("deployment", "web"),
+        ],
+        30,
+    );
+    feed(&mut c, &rollout);
+    assert_eq!(c.open_count(), 1);
+    let inc = c.incidents().into_iter().find(|i| i.is_open()).unwrap();
+    assert_eq!(inc.root_cause.fingerprint, Some(rollout.id));
+    let why = &inc.root_cause.explanation;
+    assert!(
+        why.contains("serves service checkout-api (its Endpoints list the pods)"),
+        "{why}"
+    );
+    assert!(
+        why.contains("service web (same name, no endpoint series)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_readiness_alert_reaches_a_dependency_through_services_known_by_their_endpoints() {
+    // `storefront` depends on `orders-db`. Neither shares a name with its
+    // workload: storefront's EndpointSlice lists web's pods, orders-db's
+    // lists db's. A web pod's readiness (which checks the database) joins
+    // db's failure through both links.
+    let mut rules = Rules::default();
+    rules.add(
+        rules::parse_rules(
+            "alerts:\n  - {alert: KubePodNotReady, weight: 15, symptom_of: [node, workload, dependency], for: 15m}\nservices:\n  - name: storefront\n    namespace: shop\n    depends_on:\n      - name: orders-db\n",
+        )
+        .unwrap(),
+    );
+    let mut tp = (*topo()).clone();
+    for (slice, pod) in [
+        ("storefront-h7x2q", "web-5d8f7c9b4-aaaaa"),
+        ("storefront-h7x2q", "web-5d8f7c9b4-bbbbb"),
+        ("orders-db-m4n5p", "db-0"),
+    ] {
+        tp.add_series(
+            "kube_endpointslice_endpoints",
+            &series(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("endpointslice", slice),
+                ("targetref_kind", "Pod"),
+                ("targetref_name", pod),
+            ]),
+        );
+    }
+    let mut c = Correlator::new(CorrelateSettings::from_rules(rules));
+    c.set_topology(Arc::new(tp));
+    let db = alert(
+        "c1",
+        &[
+            ("alertname", "KubeDeploymentRolloutStuck"),
+            ("namespace", "shop"),
+            ("deployment", "db"),
+        ],
+        900,
+    );
+    // The rollout (`for: 15m`) began at 0, the pod's readiness (15m) at 20 s.
+    feed(&mut c, &db);
+    let p = arriving(pod("web-5d8f7c9b4-aaaaa", 920), 950);
+    feed(&mut c, &p);
+    assert_eq!(c.open_count(), 1);
+    let inc = open_incident_of(&c, &p);
+    assert!(inc.alerts.iter().any(|m| m.fingerprint == db.id));
+    assert_eq!(inc.root_cause.entity.name, "db");
+    c.check_consistency().unwrap();
+}

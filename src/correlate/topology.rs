@@ -1,5 +1,6 @@
 //! Topology from kube-state-metrics series: pod → node, pod → ReplicaSet →
-//! Deployment (or StatefulSet/DaemonSet), node → zone.
+//! Deployment (or StatefulSet/DaemonSet), node → zone, Service → the
+//! workloads whose pods its endpoints list.
 //!
 //! Offline (`replay --topology DIR`, tests) the series come from a folder of
 //! `/api/v1/query` response bodies named `<metric>.json`; live they come from a
@@ -9,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,18 @@ pub const TOPOLOGY_METRICS: [&str; 4] = [
     "kube_pod_owner",
     "kube_replicaset_owner",
     "kube_node_labels",
+];
+
+/// The metrics that say which pods back each Service. They are optional: a
+/// folder or a kube-state-metrics without them falls back to names.
+/// `kube_endpointslice_labels` carries the Service's name only where
+/// kube-state-metrics exports the `kubernetes.io/service-name` label
+/// (`--metric-labels-allowlist`); otherwise the slice's generated name
+/// (`<service>-<5 characters>`) gives it.
+pub const SERVICE_METRICS: [&str; 3] = [
+    "kube_endpointslice_endpoints",
+    "kube_endpointslice_labels",
+    "kube_endpoint_address",
 ];
 
 /// Node labels that carry the zone, newest first.
@@ -137,6 +151,52 @@ pub struct Owner {
     pub name: String,
 }
 
+/// How stormcast knows which workload serves a Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedVia {
+    /// Declared in `rules/` (`services[].workload`).
+    Declared,
+    /// The Service's EndpointSlices list the workload's pods
+    /// (`kube_endpointslice_endpoints`).
+    EndpointSlices,
+    /// The Service's Endpoints list the workload's pods' IPs
+    /// (`kube_endpoint_address` joined with `kube_pod_info{pod_ip}`).
+    Endpoints,
+    /// No endpoint series: the workload of the Service's own name.
+    SameName,
+}
+
+impl ServedVia {
+    /// How the link was made, for explanations.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ServedVia::Declared => "declared in rules",
+            ServedVia::EndpointSlices => "its EndpointSlices list the pods",
+            ServedVia::Endpoints => "its Endpoints list the pods",
+            ServedVia::SameName => "same name, no endpoint series",
+        }
+    }
+}
+
+/// A workload serving a Service, from the Service's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub kind: EntityKind,
+    pub name: String,
+    /// How many of the Service's endpoint pods it owns.
+    pub pods: usize,
+    pub via: ServedVia,
+}
+
+/// Service ↔ workload links, computed once from the endpoint series.
+#[derive(Debug, Clone, Default)]
+struct Backends {
+    /// The workloads serving each Service, most pods first.
+    by_service: HashMap<NsKey, Vec<Backend>>,
+    /// The Services each workload serves, by name.
+    by_workload: HashMap<NsKey, Vec<String>>,
+}
+
 /// What kube-state-metrics says about the fleet's layout. Keys are
 /// `(cluster, namespace, name)`; series without a `cluster` label are stored
 /// under the empty cluster and match any cluster.
@@ -151,6 +211,19 @@ pub struct Topology {
     /// The nodes a DaemonSet has pods on (`kube_pod_owner` joined with
     /// `kube_pod_info`).
     daemonset_nodes: HashMap<NsKey, Vec<String>>,
+    /// The pods holding each IP (`kube_pod_info{pod_ip}`), keyed
+    /// `(cluster, ip)`. Host-network pods share their node's IP and are
+    /// left out.
+    pod_ips: HashMap<(String, String), Vec<(String, String)>>,
+    /// The addresses of each Service's Endpoints (`kube_endpoint_address`).
+    endpoint_ips: HashMap<NsKey, Vec<String>>,
+    /// The pods each EndpointSlice lists, as `(namespace, pod)`.
+    slice_pods: HashMap<NsKey, Vec<(String, String)>>,
+    /// The Service each EndpointSlice belongs to, where its labels say.
+    slice_service: HashMap<NsKey, String>,
+    /// Service ↔ workload links, computed on first use after the series
+    /// change.
+    backends: OnceLock<Backends>,
     /// Unix seconds of the fetch, when known.
     pub fetched_at: Option<i64>,
 }
@@ -266,6 +339,107 @@ impl Topology {
         }
     }
 
+    /// The workloads whose pods Service `svc`'s endpoints list, most pods
+    /// first; empty when no endpoint series name the Service.
+    pub fn service_backends(&self, cluster: &str, ns: &str, svc: &str) -> &[Backend] {
+        Self::lookup(&self.backends().by_service, cluster, ns, svc).map_or(&[], Vec::as_slice)
+    }
+
+    /// The Services whose endpoints list pods of `workload`.
+    pub fn workload_services(&self, cluster: &str, ns: &str, workload: &str) -> &[String] {
+        Self::lookup(&self.backends().by_workload, cluster, ns, workload).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any endpoint series were read.
+    pub fn has_endpoints(&self) -> bool {
+        !self.endpoint_ips.is_empty() || !self.slice_pods.is_empty()
+    }
+
+    fn backends(&self) -> &Backends {
+        self.backends.get_or_init(|| self.link_services())
+    }
+
+    /// Joins endpoints to pods and pods to their workloads. EndpointSlices
+    /// name their pods; Endpoints give IPs, matched to `kube_pod_info`'s
+    /// `pod_ip` in the same cluster and namespace. Where both exist for a
+    /// Service, its slices are used.
+    fn link_services(&self) -> Backends {
+        let mut pods_of: HashMap<NsKey, (Vec<(String, String)>, ServedVia)> = HashMap::new();
+        for ((c, ns, slice), pods) in &self.slice_pods {
+            let k = (c.clone(), ns.clone(), slice.clone());
+            let svc = match self.slice_service.get(&k) {
+                Some(s) => s.clone(),
+                None => match service_of_slice(slice) {
+                    Some(s) => s.to_owned(),
+                    None => continue,
+                },
+            };
+            pods_of
+                .entry((c.clone(), ns.clone(), svc))
+                .or_insert_with(|| (Vec::new(), ServedVia::EndpointSlices))
+                .0
+                .extend(pods.iter().cloned());
+        }
+        for ((c, ns, svc), ips) in &self.endpoint_ips {
+            let k = (c.clone(), ns.clone(), svc.clone());
+            if pods_of.contains_key(&k) {
+                continue;
+            }
+            let mut pods = Vec::new();
+            for ip in ips {
+                let holders = self
+                    .pod_ips
+                    .get(&(c.clone(), ip.clone()))
+                    .or_else(|| self.pod_ips.get(&(String::new(), ip.clone())));
+                for (pns, pod) in holders.into_iter().flatten() {
+                    if pns == ns {
+                        pods.push((pns.clone(), pod.clone()));
+                    }
+                }
+            }
+            if !pods.is_empty() {
+                pods_of.insert(k, (pods, ServedVia::Endpoints));
+            }
+        }
+        let mut out = Backends::default();
+        for ((c, ns, svc), (mut pods, via)) in pods_of {
+            pods.sort_unstable();
+            pods.dedup();
+            let mut counts: HashMap<(EntityKind, String), usize> = HashMap::new();
+            for (pns, pod) in &pods {
+                let Some(o) = self
+                    .pod_workload(&c, pns, pod)
+                    .or_else(|| workload_from_pod_name(pod))
+                else {
+                    continue;
+                };
+                *counts.entry((o.kind, o.name)).or_default() += 1;
+            }
+            let mut list: Vec<Backend> = counts
+                .into_iter()
+                .map(|((kind, name), pods)| Backend {
+                    kind,
+                    name,
+                    pods,
+                    via,
+                })
+                .collect();
+            list.sort_by(|a, b| b.pods.cmp(&a.pods).then_with(|| a.name.cmp(&b.name)));
+            for b in &list {
+                let names = out
+                    .by_workload
+                    .entry((c.clone(), ns.clone(), b.name.clone()))
+                    .or_default();
+                names.push(svc.clone());
+                names.sort_unstable();
+            }
+            if !list.is_empty() {
+                out.by_service.insert((c, ns, svc), list);
+            }
+        }
+        out
+    }
+
     pub fn nodes_in_zone(&self, cluster: &str, zone: &str) -> usize {
         self.zone_nodes
             .get(&(cluster.to_owned(), zone.to_owned()))
@@ -305,9 +479,25 @@ impl Topology {
     pub fn add_series(&mut self, metric: &str, m: &HashMap<String, String>) {
         let get = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
         let cluster = get("cluster");
+        self.backends = OnceLock::new();
         match metric {
             "kube_pod_info" => {
                 let (ns, pod, node) = (get("namespace"), get("pod"), get("node"));
+                let ip = get("pod_ip");
+                if !ns.is_empty()
+                    && !pod.is_empty()
+                    && !ip.is_empty()
+                    && get("host_network") != "true"
+                {
+                    let holders = self
+                        .pod_ips
+                        .entry((cluster.to_owned(), ip.to_owned()))
+                        .or_default();
+                    let p = (ns.to_owned(), pod.to_owned());
+                    if !holders.contains(&p) {
+                        holders.push(p);
+                    }
+                }
                 if ns.is_empty() || pod.is_empty() || node.is_empty() {
                     return;
                 }
@@ -368,6 +558,46 @@ impl Topology {
                         .or_default() += 1;
                 }
             }
+            "kube_endpoint_address" => {
+                let (ns, svc, ip) = (get("namespace"), get("endpoint"), get("ip"));
+                if ns.is_empty() || svc.is_empty() || ip.is_empty() {
+                    return;
+                }
+                let ips = self
+                    .endpoint_ips
+                    .entry(Self::key(cluster, ns, svc))
+                    .or_default();
+                if !ips.iter().any(|i| i == ip) {
+                    ips.push(ip.to_owned());
+                }
+            }
+            "kube_endpointslice_endpoints" => {
+                let (ns, slice) = (get("namespace"), get("endpointslice"));
+                let (kind, pod) = (get("targetref_kind"), get("targetref_name"));
+                if ns.is_empty() || slice.is_empty() || kind != "Pod" || pod.is_empty() {
+                    return;
+                }
+                let pod_ns = Some(get("targetref_namespace"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(ns);
+                let p = (pod_ns.to_owned(), pod.to_owned());
+                let pods = self
+                    .slice_pods
+                    .entry(Self::key(cluster, ns, slice))
+                    .or_default();
+                if !pods.contains(&p) {
+                    pods.push(p);
+                }
+            }
+            "kube_endpointslice_labels" => {
+                let (ns, slice) = (get("namespace"), get("endpointslice"));
+                let svc = get("label_kubernetes_io_service_name");
+                if ns.is_empty() || slice.is_empty() || svc.is_empty() {
+                    return;
+                }
+                self.slice_service
+                    .insert(Self::key(cluster, ns, slice), svc.to_owned());
+            }
             _ => {}
         }
     }
@@ -391,6 +621,23 @@ impl Topology {
                 }),
             }
         }
+        for metric in SERVICE_METRICS {
+            let path = dir.join(format!("{metric}.json"));
+            match std::fs::read(&path) {
+                Ok(body) => {
+                    if let Err(e) = topo.add_query_body(metric, &body) {
+                        errors.push(e);
+                    }
+                }
+                // Optional: without endpoint series, Services are tied to
+                // the workload of their own name.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => errors.push(TopologyError::Io {
+                    metric: path.display().to_string(),
+                    source,
+                }),
+            }
+        }
         (topo, errors)
     }
 
@@ -407,7 +654,7 @@ impl Topology {
         };
         let token = cfg.token("topology.bearer_token", ctx, &mut ConfigErrors::default());
         let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-        for metric in TOPOLOGY_METRICS {
+        for metric in TOPOLOGY_METRICS.into_iter().chain(SERVICE_METRICS) {
             let mut req = client
                 .get(&url)
                 .query(&[("query", metric)])
@@ -470,6 +717,16 @@ pub fn workload_from_pod_name(pod: &str) -> Option<Owner> {
         }
         _ => None,
     }
+}
+
+/// The Service an EndpointSlice belongs to, by the name the EndpointSlice
+/// controller generates for it: the Service's name, `-`, and five
+/// characters of Kubernetes' SafeEncodeString alphabet.
+pub fn service_of_slice(slice: &str) -> Option<&str> {
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let (svc, suffix) = slice.rsplit_once('-')?;
+    (!svc.is_empty() && suffix.len() == 5 && suffix.bytes().all(|b| SAFE.contains(&b)))
+        .then_some(svc)
 }
 
 /// Renders series as an `/api/v1/query` response body (the simulator writes
@@ -554,6 +811,128 @@ mod tests {
         assert!(t
             .daemonset_nodes("c2", "monitoring", "node-exporter")
             .is_empty());
+    }
+
+    #[test]
+    fn services_are_served_by_the_workloads_their_endpoints_list() {
+        let s = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let mut t = Topology::default();
+        // Endpoints first, pods after: the join does not depend on order.
+        for ip in ["10.1.0.5", "10.1.0.6", "10.1.0.7", "192.168.0.9"] {
+            t.add_series(
+                "kube_endpoint_address",
+                &s(&[
+                    ("cluster", "c1"),
+                    ("namespace", "shop"),
+                    ("endpoint", "cart-api"),
+                    ("ip", ip),
+                ]),
+            );
+        }
+        for (pod, ip, owner) in [
+            ("cart-6b7c8d9f5b-k8z2p", "10.1.0.5", "cart"),
+            ("cart-6b7c8d9f5b-q7w4r", "10.1.0.6", "cart"),
+            ("cart-canary-5d6f7b8c9d-x2k9p", "10.1.0.7", "cart-canary"),
+        ] {
+            t.add_series(
+                "kube_pod_info",
+                &s(&[
+                    ("cluster", "c1"),
+                    ("namespace", "shop"),
+                    ("pod", pod),
+                    ("node", "n1"),
+                    ("pod_ip", ip),
+                ]),
+            );
+            t.add_series(
+                "kube_pod_owner",
+                &s(&[
+                    ("cluster", "c1"),
+                    ("namespace", "shop"),
+                    ("pod", pod),
+                    ("owner_kind", "Deployment"),
+                    ("owner_name", owner),
+                ]),
+            );
+        }
+        // A host-network pod holds its node's IP: it backs nothing by IP.
+        t.add_series(
+            "kube_pod_info",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("pod", "agent-x7k2p"),
+                ("node", "n1"),
+                ("pod_ip", "192.168.0.9"),
+                ("host_network", "true"),
+            ]),
+        );
+        let b = t.service_backends("c1", "shop", "cart-api");
+        let names: Vec<(&str, usize, ServedVia)> =
+            b.iter().map(|b| (b.name.as_str(), b.pods, b.via)).collect();
+        assert_eq!(
+            names,
+            [
+                ("cart", 2, ServedVia::Endpoints),
+                ("cart-canary", 1, ServedVia::Endpoints)
+            ]
+        );
+        assert_eq!(t.workload_services("c1", "shop", "cart"), ["cart-api"]);
+        assert!(t.service_backends("c2", "shop", "cart-api").is_empty());
+
+        // EndpointSlices name their pods; the Service comes from the
+        // slice's label, or else from its generated name.
+        t.add_series(
+            "kube_endpointslice_endpoints",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("endpointslice", "cart-api-h7x2q"),
+                ("targetref_kind", "Pod"),
+                ("targetref_name", "cart-6b7c8d9f5b-k8z2p"),
+            ]),
+        );
+        t.add_series(
+            "kube_endpointslice_endpoints",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("endpointslice", "storefront-1"),
+                ("targetref_kind", "Pod"),
+                ("targetref_name", "cart-canary-5d6f7b8c9d-x2k9p"),
+            ]),
+        );
+        t.add_series(
+            "kube_endpointslice_labels",
+            &s(&[
+                ("cluster", "c1"),
+                ("namespace", "shop"),
+                ("endpointslice", "storefront-1"),
+                ("label_kubernetes_io_service_name", "storefront"),
+            ]),
+        );
+        let slices = |svc: &str| -> Vec<(String, ServedVia)> {
+            t.service_backends("c1", "shop", svc)
+                .iter()
+                .map(|b| (b.name.clone(), b.via))
+                .collect()
+        };
+        assert_eq!(
+            slices("cart-api"),
+            [("cart".to_owned(), ServedVia::EndpointSlices)]
+        );
+        assert_eq!(
+            slices("storefront"),
+            [("cart-canary".to_owned(), ServedVia::EndpointSlices)]
+        );
+        assert_eq!(service_of_slice("cart-api-h7x2q"), Some("cart-api"));
+        assert_eq!(service_of_slice("cart-api-12345"), None);
+        assert_eq!(service_of_slice("storefront-1"), None);
     }
 
     #[test]
