@@ -37,6 +37,10 @@ pub const SERVICE_METRICS: [&str; 3] = [
     "kube_endpoint_address",
 ];
 
+/// Kubernetes' SafeEncodeString alphabet (generated name suffixes): no
+/// vowels, no 0/1/3.
+const SAFE_ENCODE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
 /// Node labels that carry the zone, newest first.
 const ZONE_LABELS: [&str; 2] = [
     "label_topology_kubernetes_io_zone",
@@ -350,11 +354,6 @@ impl Topology {
         Self::lookup(&self.backends().by_workload, cluster, ns, workload).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether any endpoint series were read.
-    pub fn has_endpoints(&self) -> bool {
-        !self.endpoint_ips.is_empty() || !self.slice_pods.is_empty()
-    }
-
     fn backends(&self) -> &Backends {
         self.backends.get_or_init(|| self.link_services())
     }
@@ -607,7 +606,7 @@ impl Topology {
     pub fn load_dir(dir: &Path) -> (Topology, Vec<TopologyError>) {
         let mut topo = Topology::default();
         let mut errors = Vec::new();
-        for metric in TOPOLOGY_METRICS {
+        for metric in TOPOLOGY_METRICS.into_iter().chain(SERVICE_METRICS) {
             let path = dir.join(format!("{metric}.json"));
             match std::fs::read(&path) {
                 Ok(body) => {
@@ -615,23 +614,11 @@ impl Topology {
                         errors.push(e);
                     }
                 }
-                Err(source) => errors.push(TopologyError::Io {
-                    metric: path.display().to_string(),
-                    source,
-                }),
-            }
-        }
-        for metric in SERVICE_METRICS {
-            let path = dir.join(format!("{metric}.json"));
-            match std::fs::read(&path) {
-                Ok(body) => {
-                    if let Err(e) = topo.add_query_body(metric, &body) {
-                        errors.push(e);
-                    }
-                }
-                // Optional: without endpoint series, Services are tied to
-                // the workload of their own name.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Endpoint series are optional: without them, Services are
+                // tied to the workload of their own name.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && SERVICE_METRICS.contains(&metric) => {}
                 Err(source) => errors.push(TopologyError::Io {
                     metric: path.display().to_string(),
                     source,
@@ -687,11 +674,9 @@ impl Topology {
 /// `<statefulset>-<ordinal>` a StatefulSet's, `<daemonset>-<hash>` a DaemonSet's.
 pub fn workload_from_pod_name(pod: &str) -> Option<Owner> {
     let parts: Vec<&str> = pod.rsplitn(3, '-').collect();
-    // Kubernetes' SafeEncodeString alphabet: no vowels, no 0/1/3.
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let is_hash = |s: &str, min: usize, max: usize| {
         (min..=max).contains(&s.len())
-            && s.bytes().all(|b| SAFE.contains(&b))
+            && s.bytes().all(|b| SAFE_ENCODE.contains(&b))
             && !s.bytes().all(|b| b.is_ascii_digit())
     };
     match parts.as_slice() {
@@ -723,9 +708,8 @@ pub fn workload_from_pod_name(pod: &str) -> Option<Owner> {
 /// controller generates for it: the Service's name, `-`, and five
 /// characters of Kubernetes' SafeEncodeString alphabet.
 pub fn service_of_slice(slice: &str) -> Option<&str> {
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let (svc, suffix) = slice.rsplit_once('-')?;
-    (!svc.is_empty() && suffix.len() == 5 && suffix.bytes().all(|b| SAFE.contains(&b)))
+    (!svc.is_empty() && suffix.len() == 5 && suffix.bytes().all(|b| SAFE_ENCODE.contains(&b)))
         .then_some(svc)
 }
 
